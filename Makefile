@@ -1,0 +1,36 @@
+# airhook: the two commands are `make demo` and `make test`; both start from nothing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYVER := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+CONSTRAINTS := constraints/constraints-$(PYVER).txt
+STAMP := $(VENV)/.installed-$(PYVER)
+
+.PHONY: install test lint bench constraints clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
+	@test -f $(CONSTRAINTS) || { echo "no $(CONSTRAINTS): airhook pins versions for Python 3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	touch $@
+
+lint: $(STAMP)
+	$(PY) -m ruff check plugin tests bench dags
+	$(PY) -m ruff format --check plugin tests bench dags
+
+test: $(STAMP)
+	$(MAKE) lint
+	$(PY) -m pytest
+
+bench: $(STAMP)
+	$(PY) bench/core.py
+
+constraints: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info plugin/*.egg-info .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Outbound Jinja templates, shipped as package data."""
