@@ -74,7 +74,9 @@ def check_basic(headers: Mapping[str, str], accepted: Sequence[BasicCredentials]
     try:
         decoded = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise AuthenticationError("malformed_credentials", "Basic credentials are not base64") from exc
+        raise AuthenticationError(
+            "malformed_credentials", "Basic credentials are not base64"
+        ) from exc
     username, sep, password = decoded.partition(b":")
     if not sep:
         raise AuthenticationError("malformed_credentials", "Basic credentials lack a ':'")

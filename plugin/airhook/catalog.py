@@ -140,7 +140,7 @@ class EventType:
     _explainer: jsonschema.protocols.Validator = field(repr=False, compare=False)
 
     def validate(self, payload: Any) -> None:
-        """Raise :class:`PayloadValidationError` unless ``payload`` is a valid event of this type."""
+        """Raise :class:`PayloadValidationError` unless ``payload`` is valid for this type."""
         try:
             self._check(payload)
         except fastjsonschema.JsonSchemaValueException as fast_error:

@@ -148,9 +148,7 @@ class DeliveryError(AirhookError):
     :param retryable: whether a later attempt may succeed.
     """
 
-    def __init__(
-        self, url: str, status_code: int | None, message: str, *, retryable: bool
-    ) -> None:
+    def __init__(self, url: str, status_code: int | None, message: str, *, retryable: bool) -> None:
         self.url = url
         self.status_code = status_code
         self.retryable = retryable

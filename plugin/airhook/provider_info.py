@@ -1,4 +1,4 @@
-"""Provider metadata for Airflow's provider manager (the ``apache_airflow_provider`` entry point)."""
+"""Provider metadata for Airflow (read through the ``apache_airflow_provider`` entry point)."""
 
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ from typing import NoReturn
 __all__ = ["SECRET_PREFIX", "Secret", "SecretPair", "generate_secret"]
 
 #: Prefix of generated secrets, as Standard Webhooks, Svix and RKT spell them.
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 _SECRET_BYTES = 32
 
 

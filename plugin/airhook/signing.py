@@ -41,10 +41,10 @@ from airhook.secrets import SECRET_PREFIX, Secret
 
 __all__ = [
     "DEFAULT_TOLERANCE_SECONDS",
+    "SCHEMES",
     "CcaiScheme",
     "HmacScheme",
     "RktScheme",
-    "SCHEMES",
     "SecretLike",
     "SigningScheme",
     "StandardScheme",
@@ -88,7 +88,12 @@ class SigningScheme(Protocol):
     name: str
 
     def sign(
-        self, body: bytes, secrets: Sequence[SecretLike], *, now: float, message_id: str | None = None
+        self,
+        body: bytes,
+        secrets: Sequence[SecretLike],
+        *,
+        now: float,
+        message_id: str | None = None,
     ) -> dict[str, str]:
         """Return the headers that sign ``body``."""
         ...
@@ -209,7 +214,12 @@ class StandardScheme:
     name: str = "standard"
 
     def sign(
-        self, body: bytes, secrets: Sequence[SecretLike], *, now: float, message_id: str | None = None
+        self,
+        body: bytes,
+        secrets: Sequence[SecretLike],
+        *,
+        now: float,
+        message_id: str | None = None,
     ) -> dict[str, str]:
         _require_secrets(secrets)
         message_id = message_id or _new_message_id()
@@ -259,7 +269,12 @@ class RktScheme:
     name: str = "rkt"
 
     def sign(
-        self, body: bytes, secrets: Sequence[SecretLike], *, now: float, message_id: str | None = None
+        self,
+        body: bytes,
+        secrets: Sequence[SecretLike],
+        *,
+        now: float,
+        message_id: str | None = None,
     ) -> dict[str, str]:
         _require_secrets(secrets)
         return {"X-RKT-Signature": _digest(_text_key(secrets[0]), body).hex()}
@@ -289,7 +304,12 @@ class CcaiScheme:
     name: str = "ccai"
 
     def sign(
-        self, body: bytes, secrets: Sequence[SecretLike], *, now: float, message_id: str | None = None
+        self,
+        body: bytes,
+        secrets: Sequence[SecretLike],
+        *,
+        now: float,
+        message_id: str | None = None,
     ) -> dict[str, str]:
         _require_secrets(secrets)
         if len(secrets) > 2:
@@ -333,7 +353,12 @@ class TokenScheme:
     name: str = "token"
 
     def sign(
-        self, body: bytes, secrets: Sequence[SecretLike], *, now: float, message_id: str | None = None
+        self,
+        body: bytes,
+        secrets: Sequence[SecretLike],
+        *,
+        now: float,
+        message_id: str | None = None,
     ) -> dict[str, str]:
         _require_secrets(secrets)
         return {self.header: _text_key(secrets[0]).decode("utf-8")}
@@ -393,7 +418,12 @@ class HmacScheme:
         return self.prefix + encoded
 
     def sign(
-        self, body: bytes, secrets: Sequence[SecretLike], *, now: float, message_id: str | None = None
+        self,
+        body: bytes,
+        secrets: Sequence[SecretLike],
+        *,
+        now: float,
+        message_id: str | None = None,
     ) -> dict[str, str]:
         _require_secrets(secrets)
         headers: dict[str, str] = {}
