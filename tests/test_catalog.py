@@ -352,3 +352,11 @@ def test_events_filtered_by_pattern() -> None:
         "system.backup",
         "system.update",
     }
+
+
+def test_docs_list_every_event_with_its_kind() -> None:
+    text = (REPO / "docs" / "platforms.md").read_text()
+    for event in ALL_EVENTS:
+        assert f"| `{event.name}` | `{event.kind}` |" in text, event.name
+    for kind in CANONICAL_KINDS:
+        assert f"| `{kind}` |" in text, kind
