@@ -13,13 +13,13 @@ install: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 	@test -f $(CONSTRAINTS) || { echo "no $(CONSTRAINTS): airhook pins versions for Python 3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip setuptools wheel
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) --no-build-isolation -e '.[test]'
 	touch $@
 
 lint: $(STAMP)
-	$(PY) -m ruff check plugin tests bench dags
-	$(PY) -m ruff format --check plugin tests bench dags
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 test: $(STAMP)
 	$(MAKE) lint
@@ -29,7 +29,7 @@ bench: $(STAMP)
 	$(PY) bench/core.py
 
 constraints: $(STAMP)
-	$(PY) -m pip freeze --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new
+	$(PY) -m pip freeze --all --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
