@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from airhook import __version__
+from airhook.config import provider_config
 
 
 def get_provider_info() -> dict[str, Any]:
@@ -17,4 +18,5 @@ def get_provider_info() -> dict[str, Any]:
             "and DAG runs; signed, templated, reliable outbound calls."
         ),
         "versions": [__version__],
+        "config": provider_config(),
     }

@@ -75,12 +75,16 @@ class Verified:
         tell from it that a sender still signs with the old secret.
     :param message_id: the sender's delivery id where the scheme carries one (``webhook-id``).
     :param timestamp: the signed timestamp (Unix seconds) where the scheme carries one.
+    :param signature: the signature header as received, for schemes with a timestamp: together
+        they identify one signed request, so a receiver can tell a replayed capture (same
+        signature) from an honest retry (signed anew).
     """
 
     scheme: str
     secret_index: int
     message_id: str | None = None
     timestamp: int | None = None
+    signature: str | None = None
 
 
 class SigningScheme(Protocol):
@@ -263,7 +267,9 @@ class StandardScheme:
         index = _match(candidates, keys, f"{message_id}.{raw_timestamp}.".encode() + body)
         if index is None:
             raise SignatureError("no_matching_signature", "no v1 signature matches")
-        return Verified(self.name, index, message_id=message_id, timestamp=timestamp)
+        return Verified(
+            self.name, index, message_id=message_id, timestamp=timestamp, signature=signature_header
+        )
 
 
 @dataclass(frozen=True)
@@ -349,7 +355,7 @@ class CcaiScheme:
         index = _match(candidates, keys, raw_timestamp.encode() + body)
         if index is None:
             raise SignatureError("no_matching_signature", "no signature matches")
-        return Verified(self.name, index, timestamp=timestamp)
+        return Verified(self.name, index, timestamp=timestamp, signature=signature_header)
 
 
 @dataclass(frozen=True)
@@ -467,7 +473,8 @@ class HmacScheme:
         index = _match([decoded], keys, self._message(body, raw_timestamp))
         if index is None:
             raise SignatureError("no_matching_signature", "signature does not match")
-        return Verified(self.name, index, timestamp=timestamp)
+        signature = value if timestamp is not None else None
+        return Verified(self.name, index, timestamp=timestamp, signature=signature)
 
 
 SCHEMES: dict[str, type[StandardScheme | RktScheme | CcaiScheme | TokenScheme | HmacScheme]] = {

@@ -1,0 +1,141 @@
+"""The ``[airhook]`` configuration section: each option declared once, with its default.
+
+Options are read from Airflow's configuration (``airflow.cfg`` or ``AIRFLOW__AIRHOOK__<OPTION>``)
+with the default declared here, so a value is the same whether or not Airflow has registered the
+provider's configuration yet. ``provider_info.get_provider_info`` publishes the same table.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["OPTIONS", "Option", "database_url", "get_bool", "get_float", "get_int", "get_str"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``[airhook]`` option."""
+
+    name: str
+    type: str  # "string" | "integer" | "float" | "boolean"
+    default: str
+    description: str
+    example: str | None = None
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option(
+        "database_url",
+        "string",
+        "",
+        "SQLAlchemy URL of the airhook store (sources, inbox, deliveries). Empty means an SQLite "
+        "file airhook.db in AIRFLOW_HOME, fine on one machine. When Airflow runs on several "
+        "machines, point every component at one PostgreSQL database.",
+        "postgresql+psycopg2://airhook:***@db:5432/airhook",
+    ),
+    Option(
+        "max_body_bytes",
+        "integer",
+        "1048576",
+        "Largest delivery body the receiver reads (413 beyond it), unless a source sets its own.",
+    ),
+    Option(
+        "timestamp_tolerance_seconds",
+        "integer",
+        "300",
+        "How far a signed timestamp may be from the receiver's clock, either way, before the "
+        "delivery is refused as stale (401).",
+    ),
+    Option(
+        "source_cache_seconds",
+        "float",
+        "1.0",
+        "How long the receiver trusts its in-memory copy of the sources before checking the "
+        "store for changes: a rotated secret or a new source takes effect within this time.",
+    ),
+    Option(
+        "dispatcher_enabled",
+        "boolean",
+        "True",
+        "Whether API server processes run the dispatcher that turns recorded events into asset "
+        "events. One process at a time holds the dispatcher lease; the others stand by.",
+    ),
+    Option(
+        "dispatch_poll_seconds",
+        "float",
+        "0.2",
+        "How often the dispatcher looks for events recorded by other processes (it is woken at "
+        "once for events its own process records).",
+    ),
+    Option(
+        "dispatch_batch_size",
+        "integer",
+        "500",
+        "Most events turned into asset events in one Airflow metadata DB transaction.",
+    ),
+    Option(
+        "payload_in_extra_max_bytes",
+        "integer",
+        "65536",
+        "Largest payload copied into the asset event's extra. Larger payloads stay in the store "
+        "only; tasks read them with AirhookInboxHook.get_event(extra['airhook_event_id']).",
+    ),
+)
+_BY_NAME = {option.name: option for option in OPTIONS}
+
+
+def _raw(name: str) -> str:
+    from airflow.configuration import conf
+
+    return conf.get("airhook", name, fallback=_BY_NAME[name].default)
+
+
+def get_str(name: str) -> str:
+    """Return a string option."""
+    return _raw(name)
+
+
+def get_int(name: str) -> int:
+    """Return an integer option."""
+    return int(_raw(name))
+
+
+def get_float(name: str) -> float:
+    """Return a float option."""
+    return float(_raw(name))
+
+
+def get_bool(name: str) -> bool:
+    """Return a boolean option."""
+    return _raw(name).strip().lower() in {"true", "1", "yes", "on"}
+
+
+def database_url() -> str:
+    """Return the store's URL: the configured one, or SQLite under AIRFLOW_HOME."""
+    configured = get_str("database_url").strip()
+    if configured:
+        return configured
+    from airflow.configuration import AIRFLOW_HOME
+
+    return "sqlite:///" + os.path.join(AIRFLOW_HOME, "airhook.db")
+
+
+def provider_config() -> dict[str, Any]:
+    """Return the options in the shape of provider info's ``config`` section."""
+    return {
+        "airhook": {
+            "description": "airhook: webhooks for Airflow (receiver, dispatcher, store).",
+            "options": {
+                option.name: {
+                    "description": option.description,
+                    "version_added": "0.1.0",
+                    "type": option.type,
+                    "example": option.example,
+                    "default": option.default,
+                }
+                for option in OPTIONS
+            },
+        }
+    }

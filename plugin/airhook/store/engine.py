@@ -1,0 +1,90 @@
+"""Engines for the airhook store: SQLite tuned for durable concurrent use, or PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+__all__ = ["Store", "get_store"]
+
+_SQLITE_BUSY_MS = 30_000
+
+
+def _sqlite_engine(url: str, begin: str) -> Engine:
+    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from pysqlite so that BEGIN is ours to choose (below).
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        # WAL: readers never block the writer. synchronous=FULL: an acknowledged event survives
+        # a power cut, not only a process crash; group commit pays the fsync once per batch.
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        # Writers take the lock at BEGIN (IMMEDIATE): a deferred transaction that upgrades to a
+        # writer later can fail with "database is locked" without waiting for busy_timeout.
+        connection.exec_driver_sql(begin)
+
+    return engine
+
+
+class Store:
+    """The airhook store at one URL: a write engine and a read engine (the same on PostgreSQL)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.is_sqlite = url.startswith("sqlite")
+        if self.is_sqlite:
+            self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
+            self.read_engine = _sqlite_engine(url, "BEGIN")
+        else:
+            self.write_engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5)
+            self.read_engine = self.write_engine
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """A write transaction, committed when the block ends without an exception."""
+        with self.write_engine.begin() as connection:
+            yield connection
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only transaction."""
+        with self.read_engine.begin() as connection:
+            yield connection
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.write_engine.dispose()
+        if self.read_engine is not self.write_engine:
+            self.read_engine.dispose()
+
+
+_stores: dict[tuple[str, int], Store] = {}
+_lock = threading.Lock()
+
+
+def get_store(url: str | None = None) -> Store:
+    """Return this process's store for ``url`` (default: ``[airhook] database_url``)."""
+    if url is None:
+        from airhook.config import database_url
+
+        url = database_url()
+    key = (url, os.getpid())  # pooled connections must not cross a fork
+    with _lock:
+        store = _stores.get(key)
+        if store is None:
+            store = _stores[key] = Store(url)
+        return store

@@ -1,0 +1,248 @@
+"""The inbox: every accepted delivery, recorded exactly once, then dispatched to Airflow."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+
+from airhook.store.engine import Store
+from airhook.store.tables import inbox
+
+__all__ = ["InboxEvent", "InboxRepository", "NewEvent", "Recorded"]
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """A verified, validated delivery about to be recorded."""
+
+    id: str
+    source: str
+    profile: str
+    event: str
+    kind: str | None
+    dedupe_key: str
+    signature_digest: str | None  # set only for timestamped schemes (see Recorded)
+    body: str
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Recorded:
+    """What recording a delivery did.
+
+    ``created``: new, recorded under ``id``. ``duplicate``: the same delivery (same platform id or
+    body) was recorded before under ``id``. ``replayed``: the very same signed request (same
+    signature and timestamp) came again: a re-sent capture, not a retry, since an honest retry of
+    a timestamped scheme is signed anew.
+    """
+
+    status: Literal["created", "duplicate", "replayed"]
+    id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEvent:
+    """A recorded event, as read back."""
+
+    seq: int
+    id: str
+    source: str
+    profile: str
+    event: str
+    kind: str | None
+    body: str
+    received_at: datetime
+    dispatch_attempts: int
+    dispatched_at: datetime | None
+
+    def payload(self) -> Any:
+        """Return the parsed body."""
+        return orjson.loads(self.body)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the event as a JSON-ready dict (what sensors return and XCom stores)."""
+        return {
+            "id": self.id,
+            "source": self.source,
+            "profile": self.profile,
+            "event": self.event,
+            "kind": self.kind,
+            "received_at": self.received_at.isoformat(),
+            "payload": self.payload(),
+        }
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _event(row: Any) -> InboxEvent:
+    return InboxEvent(
+        seq=row.seq,
+        id=row.id,
+        source=row.source,
+        profile=row.profile,
+        event=row.event,
+        kind=row.kind,
+        body=row.body,
+        received_at=_aware(row.received_at),  # type: ignore[arg-type]
+        dispatch_attempts=row.dispatch_attempts,
+        dispatched_at=_aware(row.dispatched_at),
+    )
+
+
+_COLUMNS = [
+    inbox.c.seq,
+    inbox.c.id,
+    inbox.c.source,
+    inbox.c.profile,
+    inbox.c.event,
+    inbox.c.kind,
+    inbox.c.body,
+    inbox.c.received_at,
+    inbox.c.dispatch_attempts,
+    inbox.c.dispatched_at,
+]
+
+
+class InboxRepository:
+    """Record, read and mark inbox events."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._insert = (postgresql.insert if not store.is_sqlite else sqlite.insert)(inbox)
+
+    def record(self, events: Sequence[NewEvent]) -> list[Recorded]:
+        """Record a batch in one transaction; return one outcome per event, in order.
+
+        Duplicates are settled by the unique (source, dedupe_key) constraint, so two processes
+        recording the same delivery at once still record it once.
+        """
+        if not events:
+            return []
+        first_of: dict[tuple[str, str], NewEvent] = {}
+        for event in events:
+            first_of.setdefault((event.source, event.dedupe_key), event)
+        rows = [
+            {
+                "id": e.id,
+                "source": e.source,
+                "profile": e.profile,
+                "event": e.event,
+                "kind": e.kind,
+                "dedupe_key": e.dedupe_key,
+                "signature_digest": e.signature_digest,
+                "body": e.body,
+                "received_at": e.received_at,
+                "dispatch_attempts": 0,
+                "dispatched_at": None,
+            }
+            for e in first_of.values()
+        ]
+        statement = self._insert.on_conflict_do_nothing(
+            index_elements=[inbox.c.source, inbox.c.dedupe_key]
+        ).returning(inbox.c.id)
+        with self._store.begin() as connection:
+            created = set(connection.scalars(statement, rows))
+            earlier: dict[tuple[str, str], tuple[str, str | None]] = {}
+            missing = [key for key, e in first_of.items() if e.id not in created]
+            for chunk_start in range(0, len(missing), 200):
+                chunk = missing[chunk_start : chunk_start + 200]
+                found = connection.execute(
+                    sa.select(
+                        inbox.c.source, inbox.c.dedupe_key, inbox.c.id, inbox.c.signature_digest
+                    ).where(sa.tuple_(inbox.c.source, inbox.c.dedupe_key).in_(chunk))
+                )
+                for source, key, event_id, digest in found:
+                    earlier[(source, key)] = (event_id, digest)
+        outcomes = []
+        for event in events:
+            key = (event.source, event.dedupe_key)
+            first = first_of[key]
+            if first is event and event.id in created:
+                outcomes.append(Recorded("created", event.id))
+                continue
+            if first.id in created:
+                original_id, original_digest = first.id, first.signature_digest
+            else:
+                original_id, original_digest = earlier[key]
+            replayed = event.signature_digest is not None and event.signature_digest == (
+                original_digest
+            )
+            outcomes.append(Recorded("replayed" if replayed else "duplicate", original_id))
+        return outcomes
+
+    def get(self, event_id: str) -> InboxEvent | None:
+        """Return one event by id."""
+        with self._store.read() as connection:
+            row = connection.execute(sa.select(*_COLUMNS).where(inbox.c.id == event_id)).first()
+        return _event(row) if row else None
+
+    def undispatched(self, limit: int) -> list[InboxEvent]:
+        """Return the oldest events not yet dispatched."""
+        with self._store.read() as connection:
+            rows = connection.execute(
+                sa.select(*_COLUMNS)
+                .where(inbox.c.dispatched_at.is_(None))
+                .order_by(inbox.c.seq)
+                .limit(limit)
+            ).all()
+        return [_event(row) for row in rows]
+
+    def begin_dispatch(self, event_ids: Sequence[str]) -> None:
+        """Count a dispatch attempt for each event, before anything is written to Airflow.
+
+        An event whose count is above zero when it is picked up again may already have reached
+        Airflow (a crash between Airflow's commit and :meth:`mark_dispatched`): the dispatcher
+        checks Airflow for it before dispatching it again.
+        """
+        with self._store.begin() as connection:
+            connection.execute(
+                inbox.update()
+                .where(inbox.c.id.in_(event_ids))
+                .values(dispatch_attempts=inbox.c.dispatch_attempts + 1)
+            )
+
+    def mark_dispatched(self, event_ids: Sequence[str], at: datetime) -> None:
+        """Record that these events reached Airflow."""
+        with self._store.begin() as connection:
+            connection.execute(
+                inbox.update()
+                .where(inbox.c.id.in_(event_ids), inbox.c.dispatched_at.is_(None))
+                .values(dispatched_at=at)
+            )
+
+    def find(
+        self,
+        source: str,
+        *,
+        after_seq: int = 0,
+        received_after: datetime | None = None,
+        limit: int = 200,
+    ) -> list[InboxEvent]:
+        """Return a source's events in order, after a sequence number and a time."""
+        query = sa.select(*_COLUMNS).where(inbox.c.source == source, inbox.c.seq > after_seq)
+        if received_after is not None:
+            query = query.where(inbox.c.received_at >= received_after)
+        with self._store.read() as connection:
+            rows = connection.execute(query.order_by(inbox.c.seq).limit(limit)).all()
+        return [_event(row) for row in rows]
+
+    def count(self, source: str | None = None, *, dispatched: bool | None = None) -> int:
+        """Count events, of one source and/or by dispatch state."""
+        query = sa.select(sa.func.count()).select_from(inbox)
+        if source is not None:
+            query = query.where(inbox.c.source == source)
+        if dispatched is not None:
+            column = inbox.c.dispatched_at
+            query = query.where(column.is_not(None) if dispatched else column.is_(None))
+        with self._store.read() as connection:
+            return int(connection.scalar(query) or 0)
