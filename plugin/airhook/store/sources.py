@@ -26,9 +26,9 @@ __all__ = ["Cipher", "SourceExistsError", "SourceNotFoundError", "SourceReposito
 class Cipher(Protocol):
     """Symmetric encryption, as ``cryptography.fernet.Fernet`` provides it."""
 
-    def encrypt(self, data: bytes) -> bytes: ...  # noqa: D102
+    def encrypt(self, data: bytes) -> bytes: ...
 
-    def decrypt(self, token: bytes) -> bytes: ...  # noqa: D102
+    def decrypt(self, token: bytes) -> bytes: ...
 
 
 class SourceExistsError(ValueError):

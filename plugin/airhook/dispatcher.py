@@ -1,0 +1,216 @@
+"""Turn recorded inbox events into Airflow asset events, in batches, exactly once.
+
+Runs as a thread in API server processes (the only airhook component allowed to write to
+Airflow's metadata DB). Many processes may run it; a lease in the airhook store lets exactly one
+dispatch at a time, and another takes over within the lease time if that one dies.
+
+Exactly once across two databases, without a shared transaction:
+
+1. count a dispatch attempt on the batch's inbox rows (airhook store, committed);
+2. in one Airflow transaction, create the asset events, skipping any event whose id Airflow
+   already has, which can only be the case for rows with an earlier attempt (a crash between
+   steps 3 and 4 of an earlier round);
+3. commit Airflow's transaction;
+4. mark the rows dispatched (airhook store).
+
+A crash before 3 leaves nothing in Airflow and the rows undispatched: they are dispatched again.
+A crash between 3 and 4 leaves asset events in Airflow: the next round finds their ids in step 2
+and only marks the rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from airhook.asset_uris import KIND_SCHEME, SOURCE_SCHEME, uris_for
+from airhook.store.engine import Store
+from airhook.store.inbox import InboxEvent, InboxRepository
+from airhook.store.leases import LeaseRepository
+
+__all__ = ["LEASE_NAME", "Dispatcher", "asset_extra"]
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME = "dispatcher"
+_EVENT_ID_KEY = "airhook_event_id"
+
+
+def asset_extra(event: InboxEvent, payload_max_bytes: int) -> dict[str, Any]:
+    """Return the ``extra`` of the asset events made from ``event``."""
+    extra: dict[str, Any] = {
+        _EVENT_ID_KEY: event.id,
+        "source": event.source,
+        "profile": event.profile,
+        "event": event.event,
+        "kind": event.kind,
+        "received_at": event.received_at.isoformat(),
+    }
+    if len(event.body.encode("utf-8")) <= payload_max_bytes:
+        extra["payload"] = event.payload()
+    else:
+        # Too large for Airflow's metadata DB: tasks read it from the store by id.
+        extra["payload"] = None
+        extra["payload_in_store_only"] = True
+    return extra
+
+
+class Dispatcher:
+    """Dispatch inbox events to Airflow assets; call :meth:`start` once per process."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        batch_size: int = 500,
+        poll_seconds: float = 0.2,
+        payload_max_bytes: int = 65536,
+        lease_seconds: float = 15.0,
+    ) -> None:
+        self._inbox = InboxRepository(store)
+        self._leases = LeaseRepository(store)
+        self._batch_size = batch_size
+        self._poll_seconds = poll_seconds
+        self._payload_max_bytes = payload_max_bytes
+        self._lease_seconds = lease_seconds
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lease_renewed_at: datetime | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the dispatcher thread."""
+        self._thread = threading.Thread(target=self._run, name="airhook-dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the thread after its current batch and give the lease up."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        try:
+            self._leases.release(LEASE_NAME, self.holder)
+        except Exception:
+            log.exception("airhook dispatcher could not release its lease")
+
+    def wake(self) -> None:
+        """Tell the dispatcher that new events were recorded (called after each group commit)."""
+        self._wake.set()
+
+    # --- work ---------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self._hold_lease():
+                    self._stop.wait(min(self._lease_seconds / 3, 2.0))
+                    continue
+                dispatched = self.dispatch_once()
+            except Exception:
+                log.exception("airhook dispatcher round failed; retrying")
+                self._stop.wait(1.0)
+                continue
+            if dispatched < self._batch_size:
+                self._wake.wait(self._poll_seconds)
+                self._wake.clear()
+
+    def _hold_lease(self) -> bool:
+        now = datetime.now(timezone.utc)
+        renewed = self._lease_renewed_at
+        if renewed is not None and now - renewed < timedelta(seconds=self._lease_seconds / 3):
+            return True
+        if self._leases.acquire(LEASE_NAME, self.holder, self._lease_seconds, now=now):
+            if renewed is None:
+                log.info("airhook dispatcher %s holds the lease", self.holder)
+            self._lease_renewed_at = now
+            return True
+        self._lease_renewed_at = None
+        return False
+
+    def dispatch_once(self) -> int:
+        """Dispatch one batch of undispatched events; return how many were handled."""
+        events = self._inbox.undispatched(self._batch_size)
+        if not events:
+            return 0
+        ids = [event.id for event in events]
+        self._inbox.begin_dispatch(ids)
+        self._write_to_airflow(events)
+        self._inbox.mark_dispatched(ids, datetime.now(timezone.utc))
+        return len(events)
+
+    def _write_to_airflow(self, events: Sequence[InboxEvent]) -> None:
+        from airflow.assets.manager import asset_manager
+        from airflow.models.asset import AssetEvent, AssetModel
+        from airflow.utils.session import create_session
+
+        wanted = {uri for e in events for uri in uris_for(e.source, e.event, e.kind)}
+        with create_session() as session:
+            assets = {
+                model.uri: model
+                for model in session.scalars(
+                    sa.select(AssetModel).where(AssetModel.uri.in_(wanted))
+                )
+            }
+            retried = [e for e in events if e.dispatch_attempts > 0]
+            done = (
+                self._already_in_airflow(session, AssetEvent, AssetModel, retried)
+                if retried
+                else set()
+            )
+            created = 0
+            for event in events:
+                if event.id in done:
+                    continue
+                targets = [
+                    assets[u]
+                    for u in uris_for(event.source, event.event, event.kind)
+                    if u in assets
+                ]
+                if not targets:
+                    continue  # no DAG listens: the event stays readable in the inbox
+                extra = asset_extra(event, self._payload_max_bytes)
+                for model in targets:
+                    asset_manager.register_asset_change(asset=model, extra=extra, session=session)
+                    created += 1
+        if created or done:
+            log.info(
+                "airhook dispatched %d events as %d asset events (%d found already dispatched)",
+                len(events) - len(done),
+                created,
+                len(done),
+            )
+
+    @staticmethod
+    def _already_in_airflow(
+        session: Any, asset_event: Any, asset_model: Any, events: Sequence[InboxEvent]
+    ) -> set[str]:
+        """Return the ids among ``events`` that Airflow has asset events for."""
+        since = min(e.received_at for e in events) - timedelta(minutes=1)
+        rows = session.execute(
+            sa.select(asset_event.extra)
+            .join(asset_model, asset_event.asset_id == asset_model.id)
+            .where(
+                sa.or_(
+                    asset_model.uri.startswith(f"{SOURCE_SCHEME}://"),
+                    asset_model.uri.startswith(f"{KIND_SCHEME}://"),
+                ),
+                asset_event.timestamp >= since,
+            )
+        )
+        wanted = {e.id for e in events}
+        return {
+            extra.get(_EVENT_ID_KEY)
+            for (extra,) in rows
+            if isinstance(extra, dict) and extra.get(_EVENT_ID_KEY) in wanted
+        }

@@ -1,0 +1,99 @@
+"""Group commit: one thread records queued deliveries together, one transaction per batch.
+
+Each request waits for its own row's commit before it is acknowledged, so an acknowledged event
+is durable; while one batch commits, the next one queues up, so the fsync is paid once per batch
+instead of once per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from airhook.store.inbox import InboxRepository, NewEvent, Recorded
+
+__all__ = ["GroupCommitWriter"]
+
+log = logging.getLogger(__name__)
+
+_Item = tuple[NewEvent, asyncio.AbstractEventLoop, "asyncio.Future[Recorded]"]
+
+
+def _resolve(future: asyncio.Future[Recorded], result: Recorded | None, error: Any) -> None:
+    if future.done():  # the request was cancelled (client went away)
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]
+
+
+class GroupCommitWriter:
+    """Record inbox events from async request handlers, committed in batches by one thread."""
+
+    def __init__(
+        self,
+        inbox: InboxRepository,
+        *,
+        on_commit: Callable[[], None] = lambda: None,
+        max_batch: int = 512,
+    ) -> None:
+        self._inbox = inbox
+        self._on_commit = on_commit
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="airhook-writer", daemon=True)
+        self._started = False
+
+    def start(self) -> None:
+        """Start the writer thread."""
+        self._thread.start()
+        self._started = True
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Record what is queued, then stop."""
+        if self._started:
+            self._queue.put(None)
+            self._thread.join(timeout)
+
+    async def record(self, event: NewEvent) -> Recorded:
+        """Queue ``event`` and return once its batch is committed (or raise the store's error)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Recorded] = loop.create_future()
+        self._queue.put((event, loop, future))
+        return await future
+
+    def _run(self) -> None:
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is None:
+                break
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                    break
+                batch.append(item)
+            self._write(batch)
+
+    def _write(self, batch: list[_Item]) -> None:
+        try:
+            outcomes = self._inbox.record([event for event, _, _ in batch])
+        except Exception as exc:
+            log.exception("airhook could not record %d deliveries; answering 503", len(batch))
+            for _, loop, future in batch:
+                loop.call_soon_threadsafe(_resolve, future, None, exc)
+            return
+        for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
+            loop.call_soon_threadsafe(_resolve, future, outcome, None)
+        if any(outcome.status == "created" for outcome in outcomes):
+            self._on_commit()

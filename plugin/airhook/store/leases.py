@@ -1,0 +1,67 @@
+"""Named leases in the store: one holder at a time, taken over when the holder stops renewing."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from airhook.store.engine import Store
+from airhook.store.tables import leases
+
+__all__ = ["LeaseRepository"]
+
+
+class LeaseRepository:
+    """Acquire, renew and release leases."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def acquire(self, name: str, holder: str, ttl: float, now: datetime | None = None) -> bool:
+        """Take or renew the lease ``name`` for ``holder``; return whether ``holder`` has it."""
+        now = now or datetime.now(timezone.utc)
+        expires = now + timedelta(seconds=ttl)
+        try:
+            with self._store.begin() as connection:
+                result = connection.execute(
+                    leases.update()
+                    .where(
+                        leases.c.name == name,
+                        sa.or_(leases.c.holder == holder, leases.c.expires_at < now),
+                    )
+                    .values(holder=holder, expires_at=expires)
+                )
+                if result.rowcount:
+                    return True
+                exists = connection.scalar(sa.select(leases.c.name).where(leases.c.name == name))
+                if exists is not None:
+                    return False
+                connection.execute(
+                    leases.insert().values(name=name, holder=holder, expires_at=expires)
+                )
+                return True
+        except IntegrityError:
+            return False  # another process inserted it first
+
+    def release(self, name: str, holder: str) -> None:
+        """Give the lease up, if ``holder`` has it."""
+        with self._store.begin() as connection:
+            connection.execute(
+                leases.delete().where(leases.c.name == name, leases.c.holder == holder)
+            )
+
+    def holder(self, name: str) -> str | None:
+        """Return who holds the lease now (None if nobody or it expired)."""
+        now = datetime.now(timezone.utc)
+        with self._store.read() as connection:
+            row = connection.execute(
+                sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
+            ).first()
+        if row is None:
+            return None
+        expires = (
+            row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=timezone.utc)
+        )
+        return row.holder if expires >= now else None
