@@ -1,1 +1,1 @@
-"""hooks"""
+"""Hooks: the parts of airhook that talk to the outside world."""

@@ -23,9 +23,10 @@ class ReceiverMetrics:
         with self._lock:
             self._counts[(source, outcome)] += 1
         try:
-            from airflow.stats import Stats
+            # The API server's metrics singleton, as airflow.assets.manager uses it.
+            from airflow._shared.observability.metrics import stats
 
-            Stats.incr(f"airhook.receiver.{outcome}", tags={"source": source})
+            stats.incr(f"airhook.receiver.{outcome}", tags={"source": source})
         except Exception:  # metrics must never break receiving
             log.debug("airhook could not emit a metric", exc_info=True)
 

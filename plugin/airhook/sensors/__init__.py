@@ -1,1 +1,1 @@
-"""sensors"""
+"""Sensors: wait in a DAG for webhook events."""

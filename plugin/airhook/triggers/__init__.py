@@ -1,1 +1,1 @@
-"""triggers"""
+"""Triggers: deferrable waits that run in the triggerer."""
