@@ -1,0 +1,276 @@
+"""A local Airflow for tests, the demo and benchmarks: every component on 127.0.0.1.
+
+``airflow standalone`` binds 0.0.0.0 and starts many workers; this starts ``api-server``,
+``scheduler``, ``dag-processor`` and ``triggerer`` as separate processes with small limits, each
+in its own process group, and stops exactly those groups (never anything by name).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMPONENTS", "AirflowStack", "free_port"]
+
+COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+ADMIN_USER = "admin"
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that is free right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class AirflowStack:
+    """Airflow in ``home``, DAGs from ``dags_folder``, serving on 127.0.0.1:``port``.
+
+    :param metadata_url: Airflow's metadata DB (default: SQLite in ``home``).
+    :param airhook_url: the airhook store (default: SQLite in ``home``).
+    :param extra_env: more environment (``AIRFLOW__SECTION__KEY`` settings).
+    """
+
+    home: Path
+    dags_folder: Path
+    port: int = field(default_factory=free_port)
+    metadata_url: str | None = None
+    airhook_url: str | None = None
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+    admin_password: str = "airhook-admin"  # noqa: S105 (a throw-away local stack)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        """The API server's address."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        """The environment every component and CLI call of this stack runs with."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        home = str(self.home)
+        secrets_path = self.home / "secrets.json"
+        if not secrets_path.exists():
+            from cryptography.fernet import Fernet
+
+            secrets_path.parent.mkdir(parents=True, exist_ok=True)
+            secrets_path.write_text(
+                json.dumps({"fernet": Fernet.generate_key().decode(), "jwt": os.urandom(24).hex()})
+            )
+        secrets = json.loads(secrets_path.read_text())
+        passwords = self.home / "simple_auth_manager_passwords.json"
+        passwords.write_text(json.dumps({ADMIN_USER: self.admin_password}))
+        env.update(
+            {
+                "AIRFLOW_HOME": home,
+                "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__FERNET_KEY": secrets["fernet"],
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__BASE_URL": self.base_url,
+                "AIRFLOW__API__WORKERS": "1",
+                "AIRFLOW__API_AUTH__JWT_SECRET": secrets["jwt"],
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
+                "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "True",
+                "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__TRIGGERER__CAPACITY": "100",
+                "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "AIRFLOW__AIRHOOK__DISPATCH_POLL_SECONDS": "0.1",
+                "AIRFLOW__AIRHOOK__SOURCE_CACHE_SECONDS": "0.5",
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        if self.metadata_url:
+            env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.metadata_url
+        if self.airhook_url:
+            env["AIRFLOW__AIRHOOK__DATABASE_URL"] = self.airhook_url
+        env.update(self.extra_env)
+        return env
+
+    # --- commands ----------------------------------------------------------------------------
+
+    def airflow(self, *args: str, timeout: float = 300, check: bool = True) -> str:
+        """Run an ``airflow`` CLI command in this stack's environment; return its output."""
+        result = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "airflow", *args],
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
+        return result.stdout
+
+    def airhook(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
+        """Run the ``airhook`` CLI in this stack's environment; return its output."""
+        result = subprocess.run(  # noqa: S603
+            [sys.executable, "-m", "airhook.cli", *args],
+            env=self.env(),
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"airhook {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
+            )
+        return result.stdout
+
+    def migrate(self) -> None:
+        """Create Airflow's metadata DB and the airhook store."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.airflow("db", "migrate")
+        self.airhook("db", "migrate")
+
+    # --- processes ---------------------------------------------------------------------------
+
+    def log_path(self, component: str) -> Path:
+        """Where a component's output goes."""
+        return self.home / "logs" / f"{component}.log"
+
+    def start_component(self, component: str) -> None:
+        """Start one component in its own process group."""
+        args = [sys.executable, "-m", "airflow", component]
+        if component == "api-server":
+            args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        path = self.log_path(component)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as log_file:
+            self.processes[component] = subprocess.Popen(  # noqa: S603
+                args,
+                env=self.env(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def start(self, components: Iterable[str] = COMPONENTS, *, timeout: float = 180) -> None:
+        """Start the components and wait until the API server answers."""
+        for component in components:
+            self.start_component(component)
+        if "api-server" in self.processes:
+            self.wait_healthy(timeout)
+
+    def wait_healthy(self, timeout: float = 180) -> None:
+        """Wait until the API server (and the airhook receiver in it) answers."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            process = self.processes.get("api-server")
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"api-server exited:\n{self.tail('api-server')}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=2):  # noqa: S310
+                    return
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.5)
+        raise TimeoutError(f"api-server did not answer in {timeout} s:\n{self.tail('api-server')}")
+
+    def stop_component(
+        self, component: str, *, sig: int = signal.SIGTERM, timeout: float = 30
+    ) -> None:
+        """Stop one component's process group (SIGKILL if it does not stop in time)."""
+        process = self.processes.pop(component, None)
+        if process is None or process.poll() is not None:
+            return
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+    def kill_component(self, component: str) -> None:
+        """``kill -9`` a component's whole process group, as a crash would."""
+        self.stop_component(component, sig=signal.SIGKILL)
+
+    def stop(self) -> None:
+        """Stop every component this stack started."""
+        for component in list(self.processes):
+            self.stop_component(component)
+
+    def tail(self, component: str, lines: int = 60) -> str:
+        """The end of a component's log."""
+        path = self.log_path(component)
+        if not path.exists():
+            return ""
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    # --- REST API ----------------------------------------------------------------------------
+
+    def token(self) -> str:
+        """A JWT for the admin user (simple auth manager)."""
+        body = json.dumps({"username": ADMIN_USER, "password": self.admin_password}).encode()
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.base_url}/auth/token",
+            data=body,
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+            return str(json.loads(response.read())["access_token"])
+
+    def api(self, method: str, path: str, body: Any = None, *, token: str | None = None) -> Any:
+        """Call the REST API as the admin user; return the parsed JSON."""
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.base_url}{path}",
+            data=data,
+            headers={
+                "Content-Type": "application/json",
+                "Authorization": f"Bearer {token or self.token()}",
+            },
+            method=method,
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+            raw = response.read()
+        return json.loads(raw) if raw else None
+
+    def wait_for_dags(self, dag_ids: Iterable[str], timeout: float = 180) -> None:
+        """Wait until the DAG processor has parsed these DAGs."""
+        wanted = set(dag_ids)
+        deadline = time.monotonic() + timeout
+        token = self.token()
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            listing = self.api("GET", "/api/v2/dags?limit=1000", token=token)
+            seen = {dag["dag_id"] for dag in listing["dags"]}
+            if wanted <= seen:
+                return
+            time.sleep(1)
+        raise TimeoutError(
+            f"DAGs {sorted(wanted - seen)} not parsed in {timeout} s:\n{self.tail('dag-processor')}"
+        )
+
+    def dag_runs(self, dag_id: str, *, token: str | None = None) -> list[dict[str, Any]]:
+        """Every run of a DAG."""
+        return list(
+            self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100", token=token)["dag_runs"]
+        )
