@@ -6,7 +6,7 @@ PYVER := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.ve
 CONSTRAINTS := constraints/constraints-$(PYVER).txt
 STAMP := $(VENV)/.installed-$(PYVER)
 
-.PHONY: install test lint bench constraints clean
+.PHONY: install test lint demo bench bench-receiver constraints clean
 
 install: $(STAMP)
 
@@ -25,12 +25,18 @@ test: $(STAMP)
 	$(MAKE) lint
 	$(PY) -m pytest
 
+demo: $(STAMP)
+	$(PY) -m airhook.demo --home .demo --dags dags
+
 bench: $(STAMP)
 	$(PY) bench/core.py
+
+bench-receiver: $(STAMP)
+	$(PY) bench/receiver.py
 
 constraints: $(STAMP)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info plugin/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info plugin/*.egg-info .pytest_cache .ruff_cache .demo

@@ -9,7 +9,9 @@ broadly or narrowly as it likes:
 ``airhook-kind://<kind>``       one canonical kind, from every source (catalog platforms)
 ==============================  =========================================================
 
-Only assets some DAG references exist in Airflow; the dispatcher writes to those alone.
+Each is also the asset's ``name``; Airflow normalises the URI it stores (a bare
+``airhook://rkt`` gains a trailing ``/``), so the dispatcher finds assets by name. Only assets some
+DAG references exist in Airflow; the dispatcher writes to those alone.
 """
 
 from __future__ import annotations

@@ -153,15 +153,23 @@ class AirflowStack:
         """Where a component's output goes."""
         return self.home / "logs" / f"{component}.log"
 
-    def start_component(self, component: str) -> None:
-        """Start one component in its own process group."""
+    def start_component(
+        self, component: str, *, name: str | None = None, port: int | None = None
+    ) -> None:
+        """Start one component in its own process group.
+
+        :param name: the key to stop it by (default: the component); lets a second API server run
+            beside the first, e.g. ``start_component("api-server", name="api-server-2", port=p)``.
+        :param port: the API server's port (default: the stack's).
+        """
+        name = name or component
         args = [sys.executable, "-m", "airflow", component]
         if component == "api-server":
-            args += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        path = self.log_path(component)
+            args += ["--host", "127.0.0.1", "--port", str(port or self.port), "--workers", "1"]
+        path = self.log_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as log_file:
-            self.processes[component] = subprocess.Popen(  # noqa: S603
+            self.processes[name] = subprocess.Popen(  # noqa: S603
                 args,
                 env=self.env(),
                 stdout=log_file,
@@ -176,19 +184,22 @@ class AirflowStack:
         if "api-server" in self.processes:
             self.wait_healthy(timeout)
 
-    def wait_healthy(self, timeout: float = 180) -> None:
-        """Wait until the API server (and the airhook receiver in it) answers."""
+    def wait_healthy(
+        self, timeout: float = 180, *, name: str = "api-server", port: int | None = None
+    ) -> None:
+        """Wait until an API server (and the airhook receiver in it) answers."""
         deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{port or self.port}/api/v2/monitor/health"
         while time.monotonic() < deadline:
-            process = self.processes.get("api-server")
+            process = self.processes.get(name)
             if process is not None and process.poll() is not None:
-                raise RuntimeError(f"api-server exited:\n{self.tail('api-server')}")
+                raise RuntimeError(f"{name} exited:\n{self.tail(name)}")
             try:
-                with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=2):  # noqa: S310
+                with urllib.request.urlopen(url, timeout=2):
                     return
             except (urllib.error.URLError, OSError):
                 time.sleep(0.5)
-        raise TimeoutError(f"api-server did not answer in {timeout} s:\n{self.tail('api-server')}")
+        raise TimeoutError(f"{name} did not answer in {timeout} s:\n{self.tail(name)}")
 
     def stop_component(
         self, component: str, *, sig: int = signal.SIGTERM, timeout: float = 30

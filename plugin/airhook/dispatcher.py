@@ -154,12 +154,14 @@ class Dispatcher:
         from airflow.models.asset import AssetEvent, AssetModel
         from airflow.utils.session import create_session
 
+        # Assets are looked up by name, which airhook sets to the URI as written: Airflow
+        # normalises the URI itself (``airhook://rkt`` is stored as ``airhook://rkt/``).
         wanted = {uri for e in events for uri in uris_for(e.source, e.event, e.kind)}
         with create_session() as session:
             assets = {
-                model.uri: model
+                model.name: model
                 for model in session.scalars(
-                    sa.select(AssetModel).where(AssetModel.uri.in_(wanted))
+                    sa.select(AssetModel).where(AssetModel.name.in_(wanted))
                 )
             }
             retried = [e for e in events if e.dispatch_attempts > 0]
@@ -169,6 +171,8 @@ class Dispatcher:
                 else set()
             )
             created = 0
+            newest: datetime | None = None
+            touched: set[int] = set()
             for event in events:
                 if event.id in done:
                     continue
@@ -181,8 +185,16 @@ class Dispatcher:
                     continue  # no DAG listens: the event stays readable in the inbox
                 extra = asset_extra(event, self._payload_max_bytes)
                 for model in targets:
-                    asset_manager.register_asset_change(asset=model, extra=extra, session=session)
+                    asset_event = asset_manager.register_asset_change(
+                        asset=model, extra=extra, session=session
+                    )
                     created += 1
+                    if asset_event is not None:
+                        touched.add(model.id)
+                        stamp = asset_event.timestamp
+                        newest = stamp if newest is None or stamp > newest else newest
+            if newest is not None:
+                _advance_queue(session, touched, newest)
         if created or done:
             log.info(
                 "airhook dispatched %d events as %d asset events (%d found already dispatched)",
@@ -202,8 +214,8 @@ class Dispatcher:
             .join(asset_model, asset_event.asset_id == asset_model.id)
             .where(
                 sa.or_(
-                    asset_model.uri.startswith(f"{SOURCE_SCHEME}://"),
-                    asset_model.uri.startswith(f"{KIND_SCHEME}://"),
+                    asset_model.name.startswith(f"{SOURCE_SCHEME}://"),
+                    asset_model.name.startswith(f"{KIND_SCHEME}://"),
                 ),
                 asset_event.timestamp >= since,
             )
@@ -214,3 +226,24 @@ class Dispatcher:
             for (extra,) in rows
             if isinstance(extra, dict) and extra.get(_EVENT_ID_KEY) in wanted
         }
+
+
+def _advance_queue(session: Any, asset_ids: set[int], newest: datetime) -> None:
+    """Make the DAG-run queue rows of these assets at least as new as the newest event.
+
+    Why: in Airflow 3.3 a queue row (asset_dag_run_queue) that already exists when another event
+    for its asset arrives keeps its old ``created_at``; the scheduler then builds the run from
+    events up to that ``created_at`` only and deletes the row, so the newer event waits for some
+    later event to be noticed at all (fixed upstream in apache/airflow#62501 and #70972). Moving
+    ``created_at`` forward in the same transaction as the events, never backward, is what those
+    fixes do for PostgreSQL. SQLite serialises this with the scheduler; on PostgreSQL the scheduler
+    skips rows this transaction has locked until it commits.
+    """
+    from airflow.models.asset import AssetDagRunQueue
+
+    session.execute(
+        sa.update(AssetDagRunQueue)
+        .where(AssetDagRunQueue.asset_id.in_(asset_ids), AssetDagRunQueue.created_at < newest)
+        .values(created_at=newest)
+        .execution_options(synchronize_session=False)
+    )
