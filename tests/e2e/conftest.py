@@ -174,3 +174,27 @@ def asset_events(stack: AirflowStack, token: str) -> list[dict[str, Any]]:
         offset += 100
         if offset >= page["total_entries"]:
             return events
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.stash.setdefault(FAILED, True)
+
+
+FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def component_logs_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a failed test, print the end of every component's log (shown with the failure)."""
+    yield
+    if request.node.stash.get(FAILED, False):
+        for name in ("stack", "cluster"):
+            if name in request.fixturenames:
+                value = request.getfixturevalue(name)
+                airflow = value[0] if isinstance(value, tuple) else value
+                for component in list(airflow.processes) or ["api-server"]:
+                    print(f"--- {component} ---\n{airflow.tail(component, 40)}")

@@ -41,7 +41,7 @@ def _ids_in_runs(stack: AirflowStack, dag_id: str, task_id: str, token: str) -> 
 
 def test_each_platform_starts_its_dag_with_the_payload(stack: AirflowStack) -> None:
     token = stack.token()
-    insight = unique(sample("caleida", "insight.summary"), "data", "insight_id")
+    insight = unique(unique(sample("caleida", "insight.summary"), "data", "insight_id"), "id")
     lead = unique(sample("rkt", "lead.captured"), "data", "leadId")
     ticket = unique(sample("eev", "ticket.created"), "id")
     escalation = unique(sample("ccai", "chat.escalated"), "event_id")
@@ -229,7 +229,7 @@ def test_sensor_completes_on_the_matching_event(stack: AirflowStack) -> None:
             == "deferred"
         )
     )
-    other = unique(sample("caleida", "insight.summary"), "data", "insight_id")
+    other = unique(sample("caleida", "insight.summary"), "id")
     other["data"]["chat_id"] = "cht_someone_else"
     assert post(stack, "caleida", *senders.caleida(other)).status_code == 202
     time.sleep(3)
@@ -237,7 +237,7 @@ def test_sensor_completes_on_the_matching_event(stack: AirflowStack) -> None:
         _task_state(stack, "airhook_wait_for_summary", run_id, "wait_for_summary", token)
         == "deferred"
     )
-    mine = unique(sample("caleida", "insight.summary"), "data", "insight_id")
+    mine = unique(sample("caleida", "insight.summary"), "id")
     mine["data"]["chat_id"] = chat_id
     mine["data"]["summary"] = f"summary for {chat_id}"
     assert post(stack, "caleida", *senders.caleida(mine)).status_code == 202
