@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -18,14 +19,21 @@ from airhook.profiles import PROFILES
 from airhook.secrets import Secret, SecretPair, generate_secret
 from airhook.source import Source
 
-__all__ = ["main"]
+__all__ = ["CommandError", "main"]
+
+
+class CommandError(Exception):
+    """Input or setup the user must fix: reported in one line, exit code 2, no traceback."""
 
 
 def _read_secret(path: str) -> Secret:
-    text = sys.stdin.readline() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    try:
+        text = sys.stdin.readline() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        raise CommandError(f"cannot read the secret file {path!r}: {exc.strerror}") from None
     value = text.strip()
     if not value:
-        raise SystemExit(f"no secret in {path!r}")
+        raise CommandError(f"no secret in {path!r}")
     return Secret(value)
 
 
@@ -36,9 +44,14 @@ def _repositories() -> tuple[Any, Any]:
     from airhook.store.migrate import upgrade
     from airhook.store.sources import SourceRepository
 
+    # The key first: with no key, refuse before touching the store.
+    try:
+        cipher = airflow_cipher()
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
     store = get_store()
     upgrade(store)
-    return SourceRepository(store, airflow_cipher()), InboxRepository(store)
+    return SourceRepository(store, cipher), InboxRepository(store)
 
 
 def _describe(source: Source) -> dict[str, Any]:
@@ -65,9 +78,16 @@ def _options(pairs: Sequence[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"--option takes key=value, not {pair!r}")
+            raise CommandError(f"--option takes key=value, not {pair!r}")
         options[key] = int(value) if value.isdigit() else value
     return options
+
+
+def _basic(item: str) -> BasicCredentials:
+    user, sep, path = item.partition(":")
+    if not (user and sep and path):
+        raise CommandError(f"--basic takes USER:PASSWORD_FILE, not {item!r}")
+    return BasicCredentials(user, _read_secret(path))
 
 
 def _cmd_db_migrate(args: argparse.Namespace) -> None:
@@ -104,10 +124,7 @@ def _cmd_sources_create(args: argparse.Namespace) -> None:
         secrets=secrets,
         scheme_options=_options(args.option),
         bearer_tokens=tuple(_read_secret(p) for p in args.bearer_token_file),
-        basic_credentials=tuple(
-            BasicCredentials(user, _read_secret(path))
-            for user, path in (item.split(":", 1) for item in args.basic)
-        ),
+        basic_credentials=tuple(_basic(item) for item in args.basic),
         allow_ips=tuple(args.allow_ip),
         chatbot_ids=tuple(args.chatbot_id),
         events=tuple(args.events or ["*"]),
@@ -140,7 +157,7 @@ def _cmd_sources_secrets(args: argparse.Namespace) -> None:
     sources, _ = _repositories()
     source = sources.get(args.name)
     if source.secrets is None:
-        raise SystemExit(f"source {args.name} has no signing secret")
+        raise CommandError(f"source {args.name} has no signing secret")
     pair = source.secrets
     shown = None
     if args.action == "set-secondary":
@@ -212,11 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["standard", "rkt", "ccai", "token", "hmac", "none"],
         help="signing scheme (default: the profile's); 'none' for auth only",
     )
-    create.add_argument("--secret-file", help="file holding the primary secret ('-': stdin)")
-    create.add_argument("--secondary-secret-file", help="file holding the secondary secret")
-    create.add_argument(
+    primary = create.add_mutually_exclusive_group()
+    primary.add_argument("--secret-file", help="file holding the primary secret ('-': stdin)")
+    primary.add_argument(
         "--generate-secret", action="store_true", help="generate the secret; printed once"
     )
+    create.add_argument("--secondary-secret-file", help="file holding the secondary secret")
     create.add_argument(
         "--option",
         action="append",
@@ -264,11 +282,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command."""
+    """Run the command; bad input or setup exits with 2 and a one-line message."""
+    from cryptography.fernet import InvalidToken
+
     args = build_parser().parse_args(argv)
+    # Airflow's logging writes to standard output, which carries this command's JSON: keep
+    # Alembic's per-run INFO lines ("Context impl SQLiteImpl.") out of it.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         args.func(args)
-    except (KeyError, ValueError) as exc:
+    except InvalidToken:
+        print(
+            "airhook: cannot decrypt the stored credentials: [core] fernet_key is not the key "
+            "they were stored with",
+            file=sys.stderr,
+        )
+        return 2
+    except (CommandError, KeyError, ValueError) as exc:
         print(f"airhook: {exc}", file=sys.stderr)
         return 2
     return 0

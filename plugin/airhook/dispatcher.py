@@ -15,7 +15,8 @@ Exactly once across two databases, without a shared transaction:
 
 A crash before 3 leaves nothing in Airflow and the rows undispatched: they are dispatched again.
 A crash between 3 and 4 leaves asset events in Airflow: the next round finds their ids in step 2
-and only marks the rows.
+and only marks the rows. Airflow's asset listeners are told of the new asset events only after 3,
+so they never hear of an event that was rolled back.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -157,6 +158,9 @@ class Dispatcher:
         # Assets are looked up by name, which airhook sets to the URI as written: Airflow
         # normalises the URI itself (``airhook://rkt`` is stored as ``airhook://rkt/``).
         wanted = {uri for e in events for uri in uris_for(e.source, e.event, e.kind)}
+        # Airflow calls its asset listeners inside register_asset_change unless given a sink:
+        # collect them and call them once the transaction is committed.
+        notifications: list[Callable[[], None]] = []
         with create_session() as session:
             assets = {
                 model.name: model
@@ -186,7 +190,7 @@ class Dispatcher:
                 extra = asset_extra(event, self._payload_max_bytes)
                 for model in targets:
                     asset_event = asset_manager.register_asset_change(
-                        asset=model, extra=extra, session=session
+                        asset=model, extra=extra, session=session, callback_sink=notifications
                     )
                     created += 1
                     if asset_event is not None:
@@ -195,6 +199,11 @@ class Dispatcher:
                         newest = stamp if newest is None or stamp > newest else newest
             if newest is not None:
                 _advance_queue(session, touched, newest)
+        for notify in notifications:
+            try:
+                notify()
+            except Exception:
+                log.exception("an Airflow asset listener failed")
         if created or done:
             log.info(
                 "airhook dispatched %d events as %d asset events (%d found already dispatched)",

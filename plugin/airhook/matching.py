@@ -2,7 +2,8 @@
 
 Keys are dotted paths into the payload (``data.topics.0.name`` indexes a list); every condition
 must hold. Values compare equal, or, because templated values render as text, equal as text
-(``{"data.chat_id": "48213"}`` matches the integer 48213).
+(``{"data.chat_id": "48213"}`` matches the integer 48213; ``"true"`` or ``"True"`` matches
+``true``, ``"null"`` or ``"None"`` matches ``null``).
 """
 
 from __future__ import annotations
@@ -30,14 +31,19 @@ def value_at(payload: Any, path: str) -> Any:
     return node
 
 
-def _as_text(value: Any) -> str:
+def _as_texts(value: Any) -> tuple[str, ...]:
+    """Return how a template may have written ``value``: as JSON spells it, or as Python does.
+
+    ``{{ dag_run.conf['resolved'] }}`` renders a conf value ``True`` as ``"True"``, while a value
+    copied from a payload reads ``"true"``; both mean the same condition.
+    """
     if value is True:
-        return "true"
+        return ("true", "True")
     if value is False:
-        return "false"
+        return ("false", "False")
     if value is None:
-        return "null"
-    return str(value)
+        return ("null", "None")
+    return (str(value),)
 
 
 def _is_number(value: Any) -> bool:
@@ -50,7 +56,7 @@ def _equal(actual: Any, expected: Any) -> bool:
     if type(actual) is type(expected) or (_is_number(actual) and _is_number(expected)):
         return bool(actual == expected)
     if isinstance(expected, str) and not isinstance(actual, Mapping | list):
-        return expected == _as_text(actual)
+        return expected in _as_texts(actual)
     return False
 
 

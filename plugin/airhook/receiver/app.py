@@ -51,6 +51,9 @@ __all__ = ["ReceiverRuntime", "create_app"]
 
 log = logging.getLogger(__name__)
 
+#: The metrics label of deliveries to no known source (no source name starts with ``_``).
+UNKNOWN_SOURCE = "_unknown"
+
 
 @dataclass
 class ReceiverRuntime:
@@ -156,11 +159,11 @@ def create_app(runtime: ReceiverRuntime | None = None) -> FastAPI:
             return _error(503, "receiver_unavailable")
         prepared = current.sources.get(source_name)
         if prepared is None:
-            return _error(404, "unknown_source")
+            # Counted under one label: a name the caller chose must not become a metric key.
+            return _reject(current, UNKNOWN_SOURCE, 404, "unknown_source")
         source = prepared.source
         if not source.active:
-            current.metrics.count(source.name, "inactive")
-            return _error(403, "source_inactive")
+            return _reject(current, source.name, 403, "source_inactive")
         body = await _read_body(request, source.max_body_bytes or current.default_max_body)
         if body is None:
             return _reject(current, source.name, 413, "too_large")

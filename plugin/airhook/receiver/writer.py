@@ -32,6 +32,14 @@ def _resolve(future: asyncio.Future[Recorded], result: Recorded | None, error: A
         future.set_result(result)  # type: ignore[arg-type]
 
 
+def _describe(error: BaseException) -> str:
+    """Name a store error by the driver's exception type and error code, never its message."""
+    origin = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
+    name = f"{type(origin).__module__}.{type(origin).__qualname__}"
+    code = getattr(origin, "pgcode", None) or getattr(origin, "sqlite_errorname", None)
+    return f"{name} {code}" if code else name
+
+
 class GroupCommitWriter:
     """Record inbox events from async request handlers, committed in batches by one thread."""
 
@@ -89,7 +97,13 @@ class GroupCommitWriter:
         try:
             outcomes = self._inbox.record([event for event, _, _ in batch])
         except Exception as exc:
-            log.exception("airhook could not record %d deliveries; answering 503", len(batch))
+            # No traceback and no message: a database error quotes the statement's parameters
+            # (SQLAlchemy) or the failing row (PostgreSQL's DETAIL), that is, the payloads.
+            log.error(
+                "airhook could not record %d deliveries (%s); answering 503",
+                len(batch),
+                _describe(exc),
+            )
             for _, loop, future in batch:
                 loop.call_soon_threadsafe(_resolve, future, None, exc)
             return

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,6 +16,26 @@ from sqlalchemy.engine import Connection, Engine
 __all__ = ["Store", "get_store"]
 
 _SQLITE_BUSY_MS = 30_000
+_SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # result codes (sqlite3 names them from Python 3.11 on)
+
+
+def _enable_wal(cursor: Any) -> None:
+    """Switch the database file to WAL, waiting while another connection holds it.
+
+    SQLite answers "database is locked" to this pragma at once, without calling the busy
+    handler, when another process is switching the same new file at the same moment (several
+    API server workers starting on a fresh store): wait and retry, as busy_timeout would.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", _SQLITE_BUSY)
+            if code & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
@@ -26,7 +48,7 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
         cursor = dbapi_connection.cursor()
         # WAL: readers never block the writer. synchronous=FULL: an acknowledged event survives
         # a power cut, not only a process crash; group commit pays the fsync once per batch.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
         cursor.close()

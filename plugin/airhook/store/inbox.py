@@ -16,6 +16,9 @@ from airhook.store.tables import inbox
 
 __all__ = ["InboxEvent", "InboxRepository", "NewEvent", "Recorded"]
 
+#: The PostgreSQL advisory lock that makes inbox writers commit one after another ("AIRHINBX").
+_RECORD_LOCK_ID = 0x41495248494E4258
+
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
@@ -84,6 +87,17 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
+def _utc(value: datetime) -> datetime:
+    """Return ``value`` in UTC (naive: taken as UTC already).
+
+    SQLite keeps times as text without their offset: a time in another zone would be stored and
+    compared as its wall-clock reading, hours off. Every time goes in as UTC.
+    """
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
 def _event(row: Any) -> InboxEvent:
     return InboxEvent(
         seq=row.seq,
@@ -125,6 +139,12 @@ class InboxRepository:
 
         Duplicates are settled by the unique (source, dedupe_key) constraint, so two processes
         recording the same delivery at once still record it once.
+
+        Events become visible in ``seq`` order, so a reader paging with ``after_seq`` (the sensor's
+        trigger) never skips one. SQLite has one writer at a time anyway; on PostgreSQL a
+        sequence value is drawn at insert time, and a transaction that drew a lower one could
+        commit after one that drew a higher one: an advisory lock held until commit makes the
+        writers take turns, as SQLite's writers do (each turn is a whole group-committed batch).
         """
         if not events:
             return []
@@ -141,7 +161,7 @@ class InboxRepository:
                 "dedupe_key": e.dedupe_key,
                 "signature_digest": e.signature_digest,
                 "body": e.body,
-                "received_at": e.received_at,
+                "received_at": _utc(e.received_at),
                 "dispatch_attempts": 0,
                 "dispatched_at": None,
             }
@@ -151,6 +171,8 @@ class InboxRepository:
             index_elements=[inbox.c.source, inbox.c.dedupe_key]
         ).returning(inbox.c.id)
         with self._store.begin() as connection:
+            if not self._store.is_sqlite:
+                connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_RECORD_LOCK_ID)))
             created = set(connection.scalars(statement, rows))
             earlier: dict[tuple[str, str], tuple[str, str | None]] = {}
             missing = [key for key, e in first_of.items() if e.id not in created]
@@ -217,7 +239,7 @@ class InboxRepository:
             connection.execute(
                 inbox.update()
                 .where(inbox.c.id.in_(event_ids), inbox.c.dispatched_at.is_(None))
-                .values(dispatched_at=at)
+                .values(dispatched_at=_utc(at))
             )
 
     def find(
@@ -231,7 +253,7 @@ class InboxRepository:
         """Return a source's events in order, after a sequence number and a time."""
         query = sa.select(*_COLUMNS).where(inbox.c.source == source, inbox.c.seq > after_seq)
         if received_after is not None:
-            query = query.where(inbox.c.received_at >= received_after)
+            query = query.where(inbox.c.received_at >= _utc(received_after))
         with self._store.read() as connection:
             rows = connection.execute(query.order_by(inbox.c.seq).limit(limit)).all()
         return [_event(row) for row in rows]

@@ -22,6 +22,10 @@ class LeaseRepository:
     def acquire(self, name: str, holder: str, ttl: float, now: datetime | None = None) -> bool:
         """Take or renew the lease ``name`` for ``holder``; return whether ``holder`` has it."""
         now = now or datetime.now(timezone.utc)
+        # UTC always: SQLite compares the stored times as text, without their offset.
+        now = (
+            now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
+        )
         expires = now + timedelta(seconds=ttl)
         try:
             with self._store.begin() as connection:

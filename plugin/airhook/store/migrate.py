@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 
 from airhook.store.engine import Store
 
-__all__ = ["VERSION_TABLE", "current_revision", "head_revision", "upgrade"]
+__all__ = ["VERSION_TABLE", "current_revision", "downgrade", "head_revision", "upgrade"]
 
 #: Its own version table, so that the store can share a database with Airflow's without a clash.
 VERSION_TABLE = "airhook_alembic_version"
@@ -49,3 +49,13 @@ def upgrade(store: Store, revision: str = "head") -> None:
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_ID)))
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
+
+
+def downgrade(store: Store, revision: str) -> None:
+    """Migrate the store back to ``revision`` (``"base"``: drop every airhook table)."""
+    config = _config()
+    with store.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_LOCK_ID)))
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)

@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from airhook.access import BasicCredentials
 from airhook.secrets import Secret, SecretPair
@@ -37,6 +38,10 @@ class SourceExistsError(ValueError):
 
 class SourceNotFoundError(KeyError):
     """No source of that name."""
+
+    def __str__(self) -> str:
+        # KeyError's own str() is the repr of its key ("'name'"), which says nothing to a user.
+        return f"no source named {self.args[0]!r}" if self.args else "no such source"
 
 
 def _now() -> datetime:
@@ -119,13 +124,20 @@ class SourceRepository:
     def create(self, source: Source) -> Source:
         """Store a new source; raise :class:`SourceExistsError` if the name is taken."""
         now = _now()
-        with self._store.begin() as connection:
-            exists = connection.scalar(sa.select(sources.c.id).where(sources.c.name == source.name))
-            if exists is not None:
-                raise SourceExistsError(f"source {source.name!r} exists already")
-            connection.execute(
-                sources.insert().values(**self._values(source), created_at=now, updated_at=now)
-            )
+        taken = SourceExistsError(f"source {source.name!r} exists already")
+        try:
+            with self._store.begin() as connection:
+                exists = connection.scalar(
+                    sa.select(sources.c.id).where(sources.c.name == source.name)
+                )
+                if exists is not None:
+                    raise taken
+                connection.execute(
+                    sources.insert().values(**self._values(source), created_at=now, updated_at=now)
+                )
+        except IntegrityError:
+            # PostgreSQL: another transaction created the name between our check and insert.
+            raise taken from None
         return self.get(source.name)
 
     def save(self, source: Source) -> Source:
