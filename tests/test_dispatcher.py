@@ -1,0 +1,443 @@
+"""The dispatcher: inbox events to Airflow asset events, exactly once, against a real metadata DB.
+
+Airflow's configuration is global to a process, so everything that touches Airflow's DB runs in
+one subprocess with its own AIRFLOW_HOME (migrated with ``airflow db migrate``): it parses a DAG
+folder into the DB as the DAG processor does, runs the scenarios and prints what it saw as JSON;
+the tests assert on that. Leases and the extra need no Airflow and run here, on both stores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airhook.dispatcher import LEASE_NAME, Dispatcher, asset_extra
+from airhook.store import Store
+from airhook.store.inbox import InboxEvent
+from airhook.store.leases import LeaseRepository
+
+DAGS = {
+    "rkt_leads.py": """
+        import airhook
+        from airflow.sdk import DAG, task
+
+        with DAG("rkt_leads", schedule=airhook.on("rkt", "lead.captured")):
+            task(lambda: None, task_id="noop")()
+    """,
+    "rkt_everything.py": """
+        import airhook
+        from airflow.sdk import DAG, task
+
+        with DAG("rkt_everything", schedule=airhook.on("rkt")):
+            task(lambda: None, task_id="noop")()
+    """,
+    "conversations.py": """
+        import airhook
+        from airflow.sdk import DAG, task
+
+        with DAG("conversations", schedule=airhook.on_kind("conversation.started")):
+            task(lambda: None, task_id="noop")()
+    """,
+}
+
+SCRIPT = r'''
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from unittest import mock
+
+import sqlalchemy as sa
+from airflow.assets.manager import AssetManager, asset_manager
+from airflow.dag_processing.bundles.manager import DagBundlesManager
+from airflow.dag_processing.dagbag import BundleDagBag, sync_bag_to_db
+from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
+from airflow.models.dag import DagModel
+from airflow.utils.session import create_session
+
+from airhook.dispatcher import Dispatcher
+from airhook.ids import new_event_id
+from airhook.store import Store
+from airhook.store.inbox import InboxRepository, NewEvent
+from airhook.store.migrate import upgrade
+
+store = Store(sys.argv[1])
+upgrade(store)
+inbox = InboxRepository(store)
+report = {}
+
+# --- the DAG folder into Airflow's DB, as the DAG processor does it ---------------------------
+manager = DagBundlesManager()
+with create_session() as session:
+    manager.sync_bundles_to_db(session=session)
+import_errors = {}
+for bundle in manager.get_all_dag_bundles():
+    if not bundle.is_initialized:
+        bundle.initialize()
+    bag = BundleDagBag(dag_folder=bundle.path, bundle_path=bundle.path, bundle_name=bundle.name)
+    import_errors.update(bag.import_errors)
+    sync_bag_to_db(bag, bundle.name, bundle.version)
+with create_session() as session:
+    report["import_errors"] = {str(k): str(v) for k, v in import_errors.items()}
+    report["dags"] = sorted(session.scalars(sa.select(DagModel.dag_id)))
+    report["assets"] = sorted(
+        [name, uri] for name, uri in session.execute(sa.select(AssetModel.name, AssetModel.uri))
+    )
+
+
+def record(source, event, kind, body=None):
+    new = NewEvent(
+        id=new_event_id(), source=source, profile="rkt", event=event, kind=kind,
+        dedupe_key=new_event_id(), signature_digest=None,
+        body=json.dumps(body if body is not None else {"event": event, "data": {"n": 1}}),
+        received_at=datetime.now(timezone.utc),
+    )
+    assert inbox.record([new])[0].status == "created"
+    return new.id
+
+
+def asset_events():
+    """airhook event id -> its asset events ({asset, extra}), sorted by asset."""
+    with create_session() as session:
+        rows = session.execute(
+            sa.select(AssetModel.name, AssetEvent.extra).join(
+                AssetModel, AssetEvent.asset_id == AssetModel.id
+            )
+        ).all()
+    found = {}
+    for name, extra in rows:
+        found.setdefault(extra.get("airhook_event_id"), []).append({"asset": name, "extra": extra})
+    return {k: sorted(v, key=lambda e: e["asset"]) for k, v in found.items()}
+
+
+def inbox_state(event_id):
+    event = inbox.get(event_id)
+    return {"attempts": event.dispatch_attempts, "dispatched": event.dispatched_at is not None}
+
+
+def assets_of(event_id):
+    return [e["asset"] for e in asset_events().get(event_id, [])]
+
+
+# --- 1: a batch -------------------------------------------------------------------------------
+lead_body = {"event": "lead.captured", "data": {"email": "a@b.c"}}
+ids = {
+    "lead": record("rkt", "lead.captured", "lead.captured", lead_body),
+    "started": record("rkt", "session.created", "conversation.started"),
+    "unheard": record("github", "push", None),
+}
+report["batch"] = {
+    "ids": ids,
+    "handled": Dispatcher(store).dispatch_once(),
+    "again": Dispatcher(store).dispatch_once(),
+    "events": {k: asset_events().get(v, []) for k, v in ids.items()},
+    "inbox": {k: inbox_state(v) for k, v in ids.items()},
+}
+with create_session() as session:
+    queued = session.scalars(sa.select(AssetDagRunQueue.target_dag_id))
+    report["batch"]["queued_dags"] = sorted(set(queued))
+
+# --- 2: a crash after Airflow's commit, before the inbox is marked -----------------------------
+crash_after = record("rkt", "lead.captured", "lead.captured")
+with mock.patch.object(InboxRepository, "mark_dispatched", side_effect=RuntimeError("killed")):
+    try:
+        Dispatcher(store).dispatch_once()
+        raised = None
+    except RuntimeError as exc:
+        raised = str(exc)
+report["crash_after_commit"] = {
+    "raised": raised,
+    "after_crash": {"assets": assets_of(crash_after), "inbox": inbox_state(crash_after)},
+}
+report["crash_after_commit"]["handled"] = Dispatcher(store).dispatch_once()
+report["crash_after_commit"]["recovered"] = {
+    "assets": assets_of(crash_after), "inbox": inbox_state(crash_after)
+}
+
+# --- 3: a crash inside Airflow's transaction, before its commit --------------------------------
+crash_before = record("rkt", "session.created", "conversation.started")
+real_register = asset_manager.register_asset_change
+calls = []
+
+
+def flaky_register(**kwargs):
+    calls.append(kwargs["asset"].name)
+    if len(calls) == 2:  # the first asset event is already flushed into the transaction
+        raise RuntimeError("metadata DB went away")
+    return real_register(**kwargs)
+
+
+notified = mock.Mock()
+with mock.patch.object(AssetManager, "notify_asset_changed", notified):
+    with mock.patch.object(asset_manager, "register_asset_change", side_effect=flaky_register):
+        try:
+            Dispatcher(store).dispatch_once()
+            raised = None
+        except RuntimeError as exc:
+            raised = str(exc)
+    report["crash_before_commit"] = {
+        "raised": raised,
+        "registered_before_crash": len(calls),
+        "notified_before_commit": notified.call_count,
+        "after_crash": {"assets": assets_of(crash_before), "inbox": inbox_state(crash_before)},
+    }
+    report["crash_before_commit"]["handled"] = Dispatcher(store).dispatch_once()
+    report["crash_before_commit"]["notified_after_commit"] = notified.call_count
+report["crash_before_commit"]["recovered"] = {
+    "assets": assets_of(crash_before), "inbox": inbox_state(crash_before)
+}
+
+# --- 4: payloads too large for the extra --------------------------------------------------------
+big = record("rkt", "lead.captured", "lead.captured", {"event": "lead.captured", "data": "x" * 500})
+small = record("rkt", "lead.captured", "lead.captured", {"event": "lead.captured", "data": "x"})
+Dispatcher(store, payload_max_bytes=200).dispatch_once()
+report["payload_limit"] = {
+    "big": [e["extra"] for e in asset_events()[big]],
+    "small": [e["extra"] for e in asset_events()[small]],
+}
+
+# --- 5: two running dispatchers, one lease ------------------------------------------------------
+one, two = Dispatcher(store, poll_seconds=0.05), Dispatcher(store, poll_seconds=0.05)
+one.start()
+two.start()
+try:
+    running_ids = [record("rkt", "session.created", "conversation.started") for _ in range(20)]
+    for dispatcher in (one, two):
+        dispatcher.wake()
+    deadline = time.monotonic() + 30
+    while inbox.count(dispatched=False) and time.monotonic() < deadline:
+        time.sleep(0.05)
+finally:
+    one.stop()
+    two.stop()
+events = asset_events()
+report["running"] = {
+    "undispatched": inbox.count(dispatched=False),
+    "asset_events_per_event": sorted({len(events.get(i, [])) for i in running_ids}),
+}
+
+print(json.dumps(report))
+'''
+
+
+def _env(home: Path, dags: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        }
+    )
+    return env
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """Run the scenarios against a freshly migrated Airflow; return what the script saw."""
+    root = tmp_path_factory.mktemp("dispatch")
+    home, dags = root / "airflow", root / "dags"
+    dags.mkdir()
+    for name, text in DAGS.items():
+        (dags / name).write_text(textwrap.dedent(text))
+    script = root / "scenarios.py"
+    script.write_text(SCRIPT)
+    env = _env(home, dags)
+    url = f"sqlite:///{root / 'airhook.db'}"
+    for args in (["-m", "airflow", "db", "migrate"], [str(script), url]):
+        result = subprocess.run(
+            [sys.executable, *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+# --- parsing ---------------------------------------------------------------------------------
+
+
+def test_dags_scheduled_on_airhook_assets_create_those_assets(report: dict[str, Any]) -> None:
+    assert report["import_errors"] == {}
+    assert report["dags"] == ["conversations", "rkt_everything", "rkt_leads"]
+    names = [name for name, _ in report["assets"]]
+    assert names == [
+        "airhook-kind://conversation.started",
+        "airhook://rkt",
+        "airhook://rkt/lead.captured",
+    ]
+
+
+# --- one batch -------------------------------------------------------------------------------
+
+
+def test_each_event_becomes_an_asset_event_on_each_listened_asset(report: dict[str, Any]) -> None:
+    batch = report["batch"]
+    assert batch["handled"] == 3
+    assert [e["asset"] for e in batch["events"]["lead"]] == [
+        "airhook://rkt",
+        "airhook://rkt/lead.captured",
+    ]
+    assert [e["asset"] for e in batch["events"]["started"]] == [
+        "airhook-kind://conversation.started",
+        "airhook://rkt",
+    ]
+
+
+def test_asset_event_extra_carries_the_event(report: dict[str, Any]) -> None:
+    batch = report["batch"]
+    for asset_event in batch["events"]["lead"]:
+        extra = asset_event["extra"]
+        assert extra["airhook_event_id"] == batch["ids"]["lead"]
+        assert extra["source"] == "rkt"
+        assert extra["profile"] == "rkt"
+        assert extra["event"] == "lead.captured"
+        assert extra["kind"] == "lead.captured"
+        assert extra["payload"] == {"event": "lead.captured", "data": {"email": "a@b.c"}}
+        assert datetime.fromisoformat(extra["received_at"]).tzinfo is not None
+        assert "payload_in_store_only" not in extra
+
+
+def test_dispatched_events_queue_the_dags_scheduled_on_them(report: dict[str, Any]) -> None:
+    assert report["batch"]["queued_dags"] == ["conversations", "rkt_everything", "rkt_leads"]
+
+
+def test_dispatched_events_are_marked_and_not_dispatched_again(report: dict[str, Any]) -> None:
+    batch = report["batch"]
+    assert batch["again"] == 0
+    for state in batch["inbox"].values():
+        assert state == {"attempts": 1, "dispatched": True}
+
+
+def test_event_no_dag_listens_to_is_marked_without_asset_events(report: dict[str, Any]) -> None:
+    assert report["batch"]["events"]["unheard"] == []
+    assert report["batch"]["inbox"]["unheard"]["dispatched"] is True
+
+
+# --- crashes ---------------------------------------------------------------------------------
+
+
+def test_crash_after_airflow_commit_leaves_the_event_undispatched(report: dict[str, Any]) -> None:
+    crash = report["crash_after_commit"]
+    assert crash["raised"] == "killed"
+    assert crash["after_crash"] == {
+        "assets": ["airhook://rkt", "airhook://rkt/lead.captured"],
+        "inbox": {"attempts": 1, "dispatched": False},
+    }
+
+
+def test_after_a_crash_after_commit_the_next_round_only_marks_the_event(
+    report: dict[str, Any],
+) -> None:
+    crash = report["crash_after_commit"]
+    assert crash["handled"] == 1
+    assert crash["recovered"] == {
+        "assets": ["airhook://rkt", "airhook://rkt/lead.captured"],
+        "inbox": {"attempts": 2, "dispatched": True},
+    }
+
+
+def test_crash_before_airflow_commit_leaves_nothing_in_airflow(report: dict[str, Any]) -> None:
+    crash = report["crash_before_commit"]
+    assert crash["raised"] == "metadata DB went away"
+    assert crash["registered_before_crash"] == 2
+    assert crash["after_crash"] == {
+        "assets": [],
+        "inbox": {"attempts": 1, "dispatched": False},
+    }
+
+
+def test_listeners_hear_only_of_committed_asset_events(report: dict[str, Any]) -> None:
+    crash = report["crash_before_commit"]
+    assert crash["notified_before_commit"] == 0
+    assert crash["notified_after_commit"] == 2
+
+
+def test_after_a_crash_before_commit_the_next_round_dispatches_once(
+    report: dict[str, Any],
+) -> None:
+    crash = report["crash_before_commit"]
+    assert crash["handled"] == 1
+    assert crash["recovered"] == {
+        "assets": ["airhook-kind://conversation.started", "airhook://rkt"],
+        "inbox": {"attempts": 2, "dispatched": True},
+    }
+
+
+# --- payload size and running dispatchers ----------------------------------------------------
+
+
+def test_payload_over_the_limit_stays_in_the_store_only(report: dict[str, Any]) -> None:
+    for extra in report["payload_limit"]["big"]:
+        assert extra["payload"] is None
+        assert extra["payload_in_store_only"] is True
+        assert extra["airhook_event_id"]
+    for extra in report["payload_limit"]["small"]:
+        assert extra["payload"] == {"event": "lead.captured", "data": "x"}
+        assert "payload_in_store_only" not in extra
+
+
+def test_two_running_dispatchers_dispatch_each_event_once(report: dict[str, Any]) -> None:
+    running = report["running"]
+    assert running["undispatched"] == 0
+    assert running["asset_events_per_event"] == [2]
+
+
+# --- without Airflow: the extra and the lease ------------------------------------------------
+
+
+def _inbox_event(body: str) -> InboxEvent:
+    return InboxEvent(
+        seq=1,
+        id="evt_1",
+        source="rkt",
+        profile="rkt",
+        event="lead.captured",
+        kind="lead.captured",
+        body=body,
+        received_at=datetime(2026, 3, 1, tzinfo=timezone.utc),
+        dispatch_attempts=0,
+        dispatched_at=None,
+    )
+
+
+def test_asset_extra_keeps_a_payload_of_exactly_the_limit() -> None:
+    body = json.dumps({"data": "é" * 10})
+    extra = asset_extra(_inbox_event(body), payload_max_bytes=len(body.encode("utf-8")))
+    assert extra["payload"] == {"data": "é" * 10}
+
+
+def test_asset_extra_counts_the_limit_in_utf8_bytes() -> None:
+    body = json.dumps({"data": "é" * 10}, ensure_ascii=False)
+    extra = asset_extra(_inbox_event(body), payload_max_bytes=len(body))  # characters < bytes
+    assert extra["payload"] is None
+    assert extra["payload_in_store_only"] is True
+
+
+def test_only_one_of_two_dispatchers_holds_the_lease(store: Store) -> None:
+    first, second = Dispatcher(store), Dispatcher(store)
+    assert first.holder != second.holder
+    assert first._hold_lease()
+    assert not second._hold_lease()
+    assert first._hold_lease()
+    assert LeaseRepository(store).holder(LEASE_NAME) == first.holder
+
+
+def test_stopped_dispatcher_hands_the_lease_over(store: Store) -> None:
+    first, second = Dispatcher(store), Dispatcher(store)
+    assert first._hold_lease()
+    first.stop()
+    assert second._hold_lease()
+    assert LeaseRepository(store).holder(LEASE_NAME) == second.holder
