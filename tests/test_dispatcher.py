@@ -63,7 +63,7 @@ from airflow.models.asset import AssetDagRunQueue, AssetEvent, AssetModel
 from airflow.models.dag import DagModel
 from airflow.utils.session import create_session
 
-from airhook.dispatcher import Dispatcher
+from airhook.dispatcher import Dispatcher, LeaseLostError
 from airhook.ids import new_event_id
 from airhook.store import Store
 from airhook.store.inbox import InboxRepository, NewEvent
@@ -194,6 +194,20 @@ with mock.patch.object(AssetManager, "notify_asset_changed", notified):
 report["crash_before_commit"]["recovered"] = {
     "assets": assets_of(crash_before), "inbox": inbox_state(crash_before)
 }
+
+# --- 3b: the lease was lost while writing: the fence refuses the commit -------------------------
+fenced = record("rkt", "lead.captured", "lead.captured")
+try:
+    Dispatcher(store).dispatch_once(fence=lambda: False)
+    raised = None
+except LeaseLostError as exc:
+    raised = type(exc).__name__
+report["lease_lost"] = {
+    "raised": raised,
+    "after": {"assets": assets_of(fenced), "inbox": inbox_state(fenced)},
+}
+report["lease_lost"]["handled"] = Dispatcher(store).dispatch_once(fence=lambda: True)
+report["lease_lost"]["recovered"] = {"assets": assets_of(fenced), "inbox": inbox_state(fenced)}
 
 # --- 4: payloads too large for the extra --------------------------------------------------------
 big = record("rkt", "lead.captured", "lead.captured", {"event": "lead.captured", "data": "x" * 500})
@@ -377,6 +391,19 @@ def test_after_a_crash_before_commit_the_next_round_dispatches_once(
 
 
 # --- payload size and running dispatchers ----------------------------------------------------
+
+
+def test_lost_lease_rolls_the_round_back_and_the_next_holder_dispatches_once(
+    report: dict[str, Any],
+) -> None:
+    lost = report["lease_lost"]
+    assert lost["raised"] == "LeaseLostError"
+    assert lost["after"]["assets"] == []
+    assert lost["after"]["inbox"]["dispatched"] is False
+    assert lost["handled"] >= 1
+    # once each on the source's asset and the event's asset, which the test DAGs listen to
+    assert sorted(lost["recovered"]["assets"]) == ["airhook://rkt", "airhook://rkt/lead.captured"]
+    assert lost["recovered"]["inbox"]["dispatched"] is True
 
 
 def test_payload_over_the_limit_stays_in_the_store_only(report: dict[str, Any]) -> None:

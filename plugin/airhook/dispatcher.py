@@ -36,11 +36,17 @@ from airhook.store.engine import Store
 from airhook.store.inbox import InboxEvent, InboxRepository
 from airhook.store.leases import LeaseRepository
 
-__all__ = ["LEASE_NAME", "Dispatcher", "asset_extra"]
+__all__ = ["LEASE_NAME", "Dispatcher", "LeaseLostError", "asset_extra"]
 
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "dispatcher"
+
+
+class LeaseLostError(RuntimeError):
+    """Another dispatcher took the lease while this one was writing; its round was undone."""
+
+
 _EVENT_ID_KEY = "airhook_event_id"
 
 
@@ -117,7 +123,13 @@ class Dispatcher:
                 if not self._hold_lease():
                     self._stop.wait(min(self._lease_seconds / 3, 2.0))
                     continue
-                dispatched = self.dispatch_once()
+                dispatched = self.dispatch_once(fence=self._still_leader)
+            except LeaseLostError:
+                log.warning(
+                    "airhook dispatcher %s lost its lease mid-round; rolled back", self.holder
+                )
+                self._lease_renewed_at = None
+                continue
             except Exception:
                 log.exception("airhook dispatcher round failed; retrying")
                 self._stop.wait(1.0)
@@ -125,6 +137,14 @@ class Dispatcher:
             if dispatched < self._batch_size:
                 self._wake.wait(self._poll_seconds)
                 self._wake.clear()
+
+    def _still_leader(self) -> bool:
+        """Renew the lease now (not from the cache): called just before Airflow's commit."""
+        now = datetime.now(timezone.utc)
+        if self._leases.acquire(LEASE_NAME, self.holder, self._lease_seconds, now=now):
+            self._lease_renewed_at = now
+            return True
+        return False
 
     def _hold_lease(self) -> bool:
         now = datetime.now(timezone.utc)
@@ -139,18 +159,26 @@ class Dispatcher:
         self._lease_renewed_at = None
         return False
 
-    def dispatch_once(self) -> int:
-        """Dispatch one batch of undispatched events; return how many were handled."""
+    def dispatch_once(self, fence: Callable[[], bool] | None = None) -> int:
+        """Dispatch one batch of undispatched events; return how many were handled.
+
+        :param fence: called just before Airflow's transaction commits; if it returns False the
+            transaction is rolled back (:class:`LeaseLostError`). The dispatcher thread passes a
+            lease renewal, so that a round that stalled past the lease (while another process took
+            over) cannot commit asset events the new holder may also commit.
+        """
         events = self._inbox.undispatched(self._batch_size)
         if not events:
             return 0
         ids = [event.id for event in events]
         self._inbox.begin_dispatch(ids)
-        self._write_to_airflow(events)
+        self._write_to_airflow(events, fence)
         self._inbox.mark_dispatched(ids, datetime.now(timezone.utc))
         return len(events)
 
-    def _write_to_airflow(self, events: Sequence[InboxEvent]) -> None:
+    def _write_to_airflow(
+        self, events: Sequence[InboxEvent], fence: Callable[[], bool] | None = None
+    ) -> None:
         from airflow.assets.manager import asset_manager
         from airflow.models.asset import AssetEvent, AssetModel
         from airflow.utils.session import create_session
@@ -199,6 +227,8 @@ class Dispatcher:
                         newest = stamp if newest is None or stamp > newest else newest
             if newest is not None:
                 _advance_queue(session, touched, newest)
+            if fence is not None and not fence():
+                raise LeaseLostError(self.holder)  # leaving the block rolls the session back
         for notify in notifications:
             try:
                 notify()
