@@ -50,7 +50,10 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL server binaries are missing (.ci/run installs them)")
         pytest.skip("no PostgreSQL server binaries (initdb, postgres) on this machine")
-    root = Path("/tmp") / f"airhook-pg-{uuid.uuid4().hex[:8]}"
+    # tmpfs where there is one: initdb, CREATE DATABASE and the final clean-up are several times
+    # faster there than on a disk mounted with discard (and a test server needs no durability).
+    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
+    root = base / f"airhook-pg-{uuid.uuid4().hex[:8]}"
     data = root / "data"
     root.mkdir(mode=0o777)
     os.chmod(root, 0o777)  # the postgres user writes here when we run as root

@@ -109,6 +109,7 @@ def test_trigger_serializes_its_class_path_and_every_argument() -> None:
         match={"data.chat_id": "cht_1"},
         received_after="2026-03-01T12:00:00+00:00",
         timeout_at="2026-03-01T13:00:00+00:00",
+        fire_not_before="2026-03-01T12:00:05+00:00",
         poll_interval=0.5,
         database_url="sqlite:////tmp/airhook.db",
     )
@@ -120,6 +121,7 @@ def test_trigger_serializes_its_class_path_and_every_argument() -> None:
             "match": {"data.chat_id": "cht_1"},
             "received_after": "2026-03-01T12:00:00+00:00",
             "timeout_at": "2026-03-01T13:00:00+00:00",
+            "fire_not_before": "2026-03-01T12:00:05+00:00",
             "poll_interval": 0.5,
             "database_url": "sqlite:////tmp/airhook.db",
         },
@@ -288,6 +290,8 @@ def test_execute_defers_with_the_rendered_arguments(store: Store, url: str) -> N
     assert isinstance(trigger, WebhookEventTrigger)
     _, kwargs = trigger.serialize()
     timeout_at = datetime.fromisoformat(kwargs.pop("timeout_at"))
+    fire_not_before = datetime.fromisoformat(kwargs.pop("fire_not_before"))
+    assert before + timedelta(seconds=5) <= fire_not_before <= after + timedelta(seconds=5)
     assert kwargs == {
         "source": SOURCE,
         "events": ["insight.summary", "insight.topic"],
@@ -382,3 +386,18 @@ def test_dag_run_with_the_sensor_hands_the_event_downstream(tmp_path: Path) -> N
         "event": "insight.summary",
         "data": {"chat_id": "cht_1", "summary": "asked for a refund"},
     }
+
+
+def test_trigger_does_not_fire_before_fire_not_before(store: Store, url: str) -> None:
+    _record(store)
+    not_before = datetime.now(timezone.utc) + timedelta(seconds=1.5)
+    trigger = WebhookEventTrigger(
+        source=SOURCE,
+        events=["insight.summary"],
+        fire_not_before=not_before.isoformat(),
+        poll_interval=0.1,
+        database_url=url,
+    )
+    fired = _first_event(trigger)
+    assert fired["status"] == "success"
+    assert datetime.now(timezone.utc) >= not_before

@@ -35,6 +35,10 @@ class WebhookEventSensor(BaseSensorOperator):
     :param received_after: only events received at or after this time count; default: any time.
         For "the next event" use ``"{{ dag_run.start_date }}"``. (templated)
     :param poll_interval: seconds between looks at the store.
+    :param settle_seconds: when deferred, the trigger fires no sooner than this many seconds after
+        the deferral. Airflow 3.3 can mark a task failed when its trigger fires within seconds of
+        the deferral (a race with the scheduler: apache/airflow#66374, #67287, #72716); an event
+        already recorded when the sensor starts is returned at once, without deferring.
     :param deferrable: wait in the triggerer (default) or poke from a worker.
     :param database_url: the store's URL; default ``[airhook] database_url``.
 
@@ -54,6 +58,7 @@ class WebhookEventSensor(BaseSensorOperator):
         match: Mapping[str, Any] | None = None,
         received_after: datetime | str | None = None,
         poll_interval: float = 2.0,
+        settle_seconds: float = 5.0,
         deferrable: bool = True,
         database_url: str | None = None,
         **kwargs: Any,
@@ -65,6 +70,7 @@ class WebhookEventSensor(BaseSensorOperator):
         self.match = match
         self.received_after = received_after
         self.poll_interval = poll_interval
+        self.settle_seconds = settle_seconds
         self.deferrable = deferrable
         self.database_url = database_url
 
@@ -101,6 +107,9 @@ class WebhookEventSensor(BaseSensorOperator):
                 match=dict(self.match or {}),
                 received_after=received_after.isoformat() if received_after else None,
                 timeout_at=deadline.isoformat(),
+                fire_not_before=(
+                    datetime.now(timezone.utc) + timedelta(seconds=self.settle_seconds)
+                ).isoformat(),
                 poll_interval=self.poll_interval,
                 database_url=self.database_url,
             ),

@@ -1,4 +1,7 @@
-"""Engines for the airhook store: SQLite tuned for durable concurrent use, or PostgreSQL."""
+"""Engines for the airhook store: SQLite tuned for durable concurrent use, or PostgreSQL.
+
+Every engine hides bound parameters from its error messages: a failed insert would otherwise put
+the delivery's payload (and a failed source write its encrypted credentials) into a log line."""
 
 from __future__ import annotations
 
@@ -39,7 +42,9 @@ def _enable_wal(cursor: Any) -> None:
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:
-    engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+    engine = sa.create_engine(
+        url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
+    )
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -72,7 +77,9 @@ class Store:
             self.write_engine = _sqlite_engine(url, "BEGIN IMMEDIATE")
             self.read_engine = _sqlite_engine(url, "BEGIN")
         else:
-            self.write_engine = sa.create_engine(url, pool_pre_ping=True, pool_size=5)
+            self.write_engine = sa.create_engine(
+                url, pool_pre_ping=True, pool_size=5, hide_parameters=True
+            )
             self.read_engine = self.write_engine
 
     @contextmanager

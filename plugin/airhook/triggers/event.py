@@ -24,6 +24,10 @@ class WebhookEventTrigger(BaseTrigger):
     :param match: payload conditions, dotted path to value.
     :param received_after: ISO time; only events received at or after it count.
     :param timeout_at: ISO time at which to give up.
+    :param fire_not_before: ISO time before which the trigger does not fire, even when a matching
+        event is already there. Why: in Airflow 3.3 a trigger that fires within seconds of the
+        deferral can race the scheduler's handling of the deferring worker's exit, which then
+        marks the resumed task failed (apache/airflow#66374, #67287, #72716).
     :param poll_interval: seconds between looks.
     :param database_url: the store's URL; default ``[airhook] database_url``.
     """
@@ -36,6 +40,7 @@ class WebhookEventTrigger(BaseTrigger):
         match: Mapping[str, Any] | None = None,
         received_after: str | None = None,
         timeout_at: str | None = None,
+        fire_not_before: str | None = None,
         poll_interval: float = 2.0,
         database_url: str | None = None,
     ) -> None:
@@ -45,6 +50,7 @@ class WebhookEventTrigger(BaseTrigger):
         self.match = dict(match or {})
         self.received_after = received_after
         self.timeout_at = timeout_at
+        self.fire_not_before = fire_not_before
         self.poll_interval = poll_interval
         self.database_url = database_url
 
@@ -58,10 +64,18 @@ class WebhookEventTrigger(BaseTrigger):
                 "match": self.match,
                 "received_after": self.received_after,
                 "timeout_at": self.timeout_at,
+                "fire_not_before": self.fire_not_before,
                 "poll_interval": self.poll_interval,
                 "database_url": self.database_url,
             },
         )
+
+    async def _settle(self) -> None:
+        """Wait until ``fire_not_before``, if it is still ahead."""
+        if self.fire_not_before:
+            ahead = datetime.fromisoformat(self.fire_not_before) - datetime.now(timezone.utc)
+            if ahead.total_seconds() > 0:
+                await asyncio.sleep(ahead.total_seconds())
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         """Poll the store until a matching event or the timeout."""
@@ -81,9 +95,11 @@ class WebhookEventTrigger(BaseTrigger):
                 after_seq=position,
             )
             if found is not None:
+                await self._settle()
                 yield TriggerEvent({"status": "success", "event": found.as_dict()})
                 return
             if deadline is not None and datetime.now(timezone.utc) >= deadline:
+                await self._settle()
                 yield TriggerEvent({"status": "timeout"})
                 return
             await asyncio.sleep(self.poll_interval)
