@@ -165,15 +165,31 @@ def successful_runs(stack: AirflowStack, dag_id: str, token: str) -> list[dict[s
     return [run for run in stack.dag_runs(dag_id, token=token) if run["state"] == "success"]
 
 
-def asset_events(stack: AirflowStack, token: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    offset = 0
-    while True:
-        page = stack.api("GET", f"/api/v2/assets/events?limit=100&offset={offset}", token=token)
-        events.extend(page["asset_events"])
-        offset += 100
-        if offset >= page["total_entries"]:
-            return events
+def asset_events(stack: AirflowStack, token: str | None = None) -> list[dict[str, Any]]:
+    """Every asset event in Airflow's metadata DB, with its asset's name and its extra.
+
+    Read from the database rather than GET /api/v2/assets/events: in Airflow 3.3.2 that endpoint
+    answers 500 while an event's DAG run is queued but not started (created_dagruns.start_date is
+    None in its response model).
+    """
+    import json
+
+    url = stack.metadata_url or f"sqlite:///{stack.home / 'airflow.db'}"
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(
+                sa.text(
+                    "SELECT asset.name, asset_event.extra FROM asset_event "
+                    "JOIN asset ON asset.id = asset_event.asset_id ORDER BY asset_event.id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return [
+        {"asset": name, "extra": json.loads(extra) if isinstance(extra, str) else (extra or {})}
+        for name, extra in rows
+    ]
 
 
 @pytest.hookimpl(hookwrapper=True)

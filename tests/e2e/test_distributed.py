@@ -74,7 +74,7 @@ def _lease_holder(store_url: str) -> str | None:
 
 def _asset_event_counts(stack: AirflowStack, ids: set[str]) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for event in asset_events(stack, stack.token()):
+    for event in asset_events(stack):
         event_id = event["extra"].get("airhook_event_id")
         if event_id in ids:
             counts[event_id] = counts.get(event_id, 0) + 1
