@@ -76,6 +76,28 @@ OPTIONS: tuple[Option, ...] = (
         "Most events turned into asset events in one Airflow metadata DB transaction.",
     ),
     Option(
+        "outbound_allow_networks",
+        "string",
+        "",
+        "Comma-separated networks (CIDR) that outbound webhook calls may reach although they are "
+        "private, loopback or link-local. Empty: only public addresses.",
+        "127.0.0.1/32,10.20.0.0/16",
+    ),
+    Option(
+        "outbound_timeout_seconds",
+        "float",
+        "10",
+        "Default timeout of one outbound call (connect and read), unless a connection or a "
+        "subscription sets its own.",
+    ),
+    Option(
+        "disable_after_failures",
+        "integer",
+        "10",
+        "Consecutive failed deliveries after which a subscription is disabled (its events are "
+        "kept for replay). A successful delivery resets the count.",
+    ),
+    Option(
         "payload_in_extra_max_bytes",
         "integer",
         "65536",

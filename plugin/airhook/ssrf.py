@@ -1,0 +1,127 @@
+"""Refuse outbound calls to private, loopback and link-local addresses unless allowed. Pure.
+
+A webhook URL comes from a user or a template, so it can point at the metadata service
+(169.254.169.254), the Airflow host itself or the office network. Every destination is resolved
+and each address it resolves to is checked; only networks named in ``allow`` (configuration:
+``[airhook] outbound_allow_networks``) may be private.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Callable, Iterable, Sequence
+from urllib.parse import urlsplit
+
+from airhook.errors import DeliveryError
+
+__all__ = ["DestinationNotAllowedError", "DestinationPolicy", "redact_url"]
+
+Resolver = Callable[[str, int], Sequence[str]]
+_Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class DestinationNotAllowedError(DeliveryError):
+    """The URL's host is, or resolves to, an address outbound calls may not reach."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(redact_url(url), None, reason, retryable=False)
+        self.reason = reason
+
+
+def redact_url(url: str) -> str:
+    """The URL without credentials, query string or fragment (safe for logs and errors)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    if ":" in (parts.hostname or ""):
+        host = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+def _system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_private or ip.is_reserved or not ip.is_global:
+        return "private"
+    return None
+
+
+class DestinationPolicy:
+    """Which destinations outbound calls may reach.
+
+    :param allow: networks (CIDR) or single addresses that may be reached even though they are
+        private or loopback, e.g. ``["127.0.0.1/32", "10.20.0.0/16"]``.
+    :param schemes: URL schemes allowed.
+    :param resolver: host, port -> addresses; the system resolver by default (tests pass their own).
+    """
+
+    def __init__(
+        self,
+        allow: Iterable[str] = (),
+        *,
+        schemes: Sequence[str] = ("https", "http"),
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.allow: tuple[_Network, ...] = tuple(
+            ipaddress.ip_network(item.strip(), strict=False) for item in allow if item.strip()
+        )
+        self.schemes = tuple(schemes)
+        self._resolve = resolver or _system_resolver
+
+    def _allowed(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped
+        return any(ip in network for network in self.allow)
+
+    def check(self, url: str) -> list[str]:
+        """Raise :class:`DestinationNotAllowedError` unless ``url`` may be called.
+
+        Returns the addresses the host resolved to.
+        """
+        parts = urlsplit(url)
+        if parts.scheme not in self.schemes:
+            raise DestinationNotAllowedError(url, f"scheme {parts.scheme!r} is not allowed")
+        host = parts.hostname
+        if not host:
+            raise DestinationNotAllowedError(url, "no host")
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as exc:
+            raise DestinationNotAllowedError(url, "bad port") from exc
+        try:
+            literal = ipaddress.ip_address(host)
+            addresses = [str(literal)]
+        except ValueError:
+            try:
+                addresses = list(self._resolve(host, port))
+            except OSError as exc:
+                raise DeliveryError(
+                    redact_url(url), None, "host does not resolve", retryable=True
+                ) from exc
+        if not addresses:
+            raise DeliveryError(redact_url(url), None, "host does not resolve", retryable=True)
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%", 1)[0])
+            reason = _forbidden(ip)
+            if reason and not self._allowed(ip):
+                raise DestinationNotAllowedError(
+                    url,
+                    f"{host} resolves to a {reason} address; allow it with "
+                    "[airhook] outbound_allow_networks",
+                )
+        return addresses
