@@ -90,7 +90,7 @@ def run(home: Path, dags: Path, port: int, *, keep_running: bool) -> int:
     """Run the demo; return an exit code."""
     if home.exists():
         shutil.rmtree(home)
-    if not _port_free(port):
+    if port == 0 or not _port_free(port):
         port = free_port()
     stack = AirflowStack(home=home, dags_folder=dags.resolve(), port=port)
     print(f"airhook demo: Airflow home {home}, DAGs from {dags}")
