@@ -36,9 +36,10 @@ class WebhookEventSensor(BaseSensorOperator):
         For "the next event" use ``"{{ dag_run.start_date }}"``. (templated)
     :param poll_interval: seconds between looks at the store.
     :param settle_seconds: when deferred, the trigger fires no sooner than this many seconds after
-        the deferral. Airflow 3.3 can mark a task failed when its trigger fires within seconds of
-        the deferral (a race with the scheduler: apache/airflow#66374, #67287, #72716); an event
-        already recorded when the sensor starts is returned at once, without deferring.
+        the deferral. Airflow 3.3 marks a task failed when its trigger fires before the scheduler
+        has processed the deferring worker's exit (apache/airflow#66374, #67287, #72716); that
+        took about 6 s here even on an idle machine, hence 15 s. An event already recorded when
+        the sensor starts is returned at once, without deferring. 0 turns the wait off.
     :param deferrable: wait in the triggerer (default) or poke from a worker.
     :param database_url: the store's URL; default ``[airhook] database_url``.
 
@@ -58,7 +59,7 @@ class WebhookEventSensor(BaseSensorOperator):
         match: Mapping[str, Any] | None = None,
         received_after: datetime | str | None = None,
         poll_interval: float = 2.0,
-        settle_seconds: float = 5.0,
+        settle_seconds: float = 15.0,
         deferrable: bool = True,
         database_url: str | None = None,
         **kwargs: Any,

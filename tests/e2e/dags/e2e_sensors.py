@@ -15,7 +15,7 @@ def e2e_sensor_timeout() -> None:
         events="insight.summary",
         match={"data.chat_id": "never"},
         poll_interval=1,
-        timeout=15,
+        timeout=20,
     )
 
 
@@ -27,7 +27,7 @@ def e2e_sensor_soft_fail() -> None:
         events="insight.summary",
         match={"data.chat_id": "never"},
         poll_interval=1,
-        timeout=15,
+        timeout=20,
         soft_fail=True,
     )
 
