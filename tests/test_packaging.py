@@ -277,3 +277,18 @@ def test_wheel_entry_points(wheel: Path) -> None:
     assert "airflow.plugins" in parser, text
     assert dict(parser["airflow.plugins"]) == {"airhook": "airhook.plugin:AirhookPlugin"}
     assert f"\nName: {DIST}\n" in metadata
+
+
+@pytest.mark.slow
+def test_wheel_holds_every_module_of_the_package(wheel: Path) -> None:
+    # setup.cfg lists packages by name: a new subpackage left out would import in the editable
+    # install and vanish from the wheel.
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = {name for name in archive.namelist() if name.endswith(".py")}
+    source = REPO / "plugin"
+    expected = {
+        path.relative_to(source).as_posix()
+        for path in source.rglob("*.py")
+        if "__pycache__" not in path.parts and ".egg-info" not in str(path)
+    }
+    assert sorted(expected - shipped) == []

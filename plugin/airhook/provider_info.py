@@ -19,4 +19,58 @@ def get_provider_info() -> dict[str, Any]:
         ),
         "versions": [__version__],
         "config": provider_config(),
+        # Declarative connection UI (Airflow 3.2+ deprecates the hook methods for it).
+        "connection-types": [
+            {
+                "hook-class-name": "airhook.hooks.webhook.WebhookHook",
+                "connection-type": "airhook_webhook",
+                "hook-name": "Webhook (airhook)",
+                "ui-field-behaviour": {
+                    "hidden-fields": [],
+                    "relabeling": {
+                        "host": "URL or host",
+                        "schema": "URL scheme",
+                        "password": "Signing secret, bearer token or password",
+                    },
+                    "placeholders": {
+                        "host": "https://hooks.example.com/services/T000/B000",
+                        "schema": "https",
+                        "login": "basic auth only",
+                        "extra": '{"signing": "standard", "secondary_secret": "whsec_..."}',
+                    },
+                },
+                "conn-fields": {
+                    "signing": {
+                        "label": "Signing scheme",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["none", "standard", "rkt", "ccai", "token", "hmac", None],
+                        },
+                    },
+                    "secondary_secret": {
+                        "label": "Secondary signing secret",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "auth": {
+                        "label": "Auth",
+                        "schema": {
+                            "type": ["string", "null"],
+                            "enum": ["none", "bearer", "basic", None],
+                        },
+                    },
+                    "token": {
+                        "label": "Bearer token (next to a signing secret)",
+                        "schema": {"type": ["string", "null"], "format": "password"},
+                    },
+                    "timeout": {
+                        "label": "Timeout (seconds)",
+                        "schema": {"type": ["number", "null"]},
+                    },
+                    "verify_tls": {
+                        "label": "Verify TLS",
+                        "schema": {"type": ["boolean", "null"], "default": True},
+                    },
+                },
+            }
+        ],
     }

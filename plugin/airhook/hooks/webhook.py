@@ -1,0 +1,684 @@
+"""``WebhookHook``: signed outbound HTTP calls through an Airflow connection.
+
+The hook owns everything about the receiving system: where it is (the connection's URL), how it
+trusts us (a signing scheme, a bearer token or basic auth), TLS, timeouts, the pooled session,
+the destination check that keeps calls away from private networks, and what one attempt's result
+means for the next (:meth:`WebhookHook.attempt`). Operators only build the hook and call it.
+
+Secrets stay inside: they are held as :class:`~airhook.secrets.Secret`, registered with Airflow's
+log masker, scrubbed from anything the receiver echoes back, and never part of a log line, an
+exception or a :class:`DeliveryResult`.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseHook
+
+from airhook import __version__
+from airhook.errors import DeliveryError
+from airhook.outbound import Outcome, RetryPolicy, classify, parse_retry_after
+from airhook.secrets import Secret
+from airhook.signing import get_scheme
+from airhook.ssrf import DestinationNotAllowedError, DestinationPolicy, redact_url
+
+if TYPE_CHECKING:
+    import requests
+
+    from airhook.signing import SigningScheme
+
+__all__ = [
+    "ALLOWED_METHODS",
+    "DEFAULT_RETRY_POLICY",
+    "Attempt",
+    "DeliveryResult",
+    "WebhookHook",
+]
+
+#: Methods that carry a body: a webhook delivers something.
+ALLOWED_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: A task's own attempts: immediately, then about 5 s, 30 s, 2 min, 10 min and 30 min apart
+#: (full jitter). Shorter than subscriptions' 27-hour schedule: a task that waits a day blocks
+#: its DAG run; Airflow's task retries (same message id) can extend it.
+DEFAULT_RETRY_POLICY = RetryPolicy(schedule=(0, 5, 30, 120, 600, 1800))
+#: Statuses whose ``Retry-After`` is honoured (elsewhere the header means nothing to a sender).
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+#: The most of a response body that is read: enough for any API's JSON answer, bounded so that
+#: a hostile endpoint cannot fill the worker's memory.
+MAX_RESPONSE_BYTES = 1024 * 1024
+#: Length of the response excerpt kept for logs and results.
+EXCERPT_CHARS = 500
+#: Response headers never handed on (to XCom, logs): credentials and session state.
+_DROPPED_RESPONSE_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-webhook-secret"}
+)
+_EXTRA_PREFIX = "extra__airhook_webhook__"
+_EXTRA_KEYS = frozenset(
+    {
+        "signing",
+        "signing_options",
+        "secondary_secret",
+        "auth",
+        "token",
+        "headers",
+        "timeout",
+        "verify_tls",
+        "ca_bundle",
+        "path",
+    }
+)
+_REDACTED = "***"
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    """What the receiver answered to one call. Holds no secret.
+
+    :param status_code: the HTTP status.
+    :param headers: the response headers, without credentials or cookies.
+    :param json: the parsed JSON body, or ``None`` when the body is not JSON.
+    :param excerpt: the start of the body as text, for logs and delivery records.
+    :param latency: seconds from sending the request to reading the answer.
+    :param url: the URL called, without query string or credentials.
+    :param message_id: the delivery's id (``webhook-id`` and ``Idempotency-Key``).
+    """
+
+    status_code: int
+    headers: dict[str, str]
+    json: Any
+    excerpt: str
+    latency: float
+    url: str
+    message_id: str
+
+    @property
+    def outcome(self) -> Outcome:
+        """What the status means for the delivery."""
+        return classify(self.status_code)
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the receiver asked us to wait (429 and 503 only), else ``None``."""
+        if self.status_code not in RETRY_AFTER_STATUSES:
+            return None
+        value = next((v for k, v in self.headers.items() if k.lower() == "retry-after"), None)
+        return parse_retry_after(value)
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a delivery and what follows from it.
+
+    :param number: which attempt this was, from 1.
+    :param outcome: delivered, retry later, failed for good, or gone (410).
+    :param result: the answer, or ``None`` when none arrived (timeout, reset, refused).
+    :param error: why the delivery has not succeeded (``None`` when delivered); its
+        ``retryable`` says whether a later attempt could.
+    :param next_delay: seconds until the next attempt; ``None`` when there is none (delivered,
+        failed for good, or the retry schedule is used up).
+    """
+
+    number: int
+    outcome: Outcome
+    result: DeliveryResult | None
+    error: DeliveryError | None
+    next_delay: float | None
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """A connection, parsed once: secrets wrapped, defaults applied."""
+
+    base_url: str | None = None
+    scheme: SigningScheme | None = None
+    secrets: tuple[Secret, ...] = ()
+    authorization: Secret | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None
+    verify: bool | str = True
+    redact: tuple[str, ...] = ()
+
+
+def _flag(value: Any, name: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"extra {name!r} is true or false")
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    port = parts.port or (
+        443 if parts.scheme == "https" else 80 if parts.scheme == "http" else None
+    )
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+def _is_absolute(url: str) -> bool:
+    return "://" in url.split("?", 1)[0]
+
+
+def _cause_name(exc: BaseException) -> str:
+    """The innermost cause's class name (``ConnectionResetError``, ``ReadTimeoutError``…).
+
+    Only the name: the messages of requests and urllib3 quote the full URL, query string
+    included, which may carry a key.
+    """
+    seen: set[int] = set()
+    current: BaseException = exc
+    while id(current) not in seen:
+        seen.add(id(current))
+        nested = current.__cause__ or current.__context__
+        if nested is None and current.args and isinstance(current.args[0], BaseException):
+            nested = current.args[0]
+        if nested is None:
+            break
+        current = nested
+    reason = getattr(current, "reason", None)
+    if isinstance(reason, BaseException):
+        current = reason
+    return type(current).__name__
+
+
+class WebhookHook(BaseHook):
+    """Send signed webhook calls to the endpoint an Airflow connection describes.
+
+    The connection (type ``airhook_webhook``):
+
+    - **host**: the endpoint's full URL (``https://hooks.example.com/services/T0/B0``), or a host
+      name with **schema** (``https`` by default), **port** and extra ``path``.
+    - **password**: the primary signing secret when extra ``signing`` names a scheme; otherwise
+      the bearer token, or with a **login** the basic-auth password.
+    - **extra**: ``signing`` (``standard``, ``rkt``, ``ccai``, ``token``, ``hmac`` or ``none``),
+      ``signing_options`` (the scheme's options, e.g. ``{"header": "X-Signature"}``),
+      ``secondary_secret`` (signed with too, where the scheme allows: rotation), ``auth``
+      (``none``, ``bearer``, ``basic``; inferred when absent), ``token`` (a bearer token next to
+      a signing secret), ``headers`` (sent with every call), ``timeout`` (seconds; default
+      ``[airhook] outbound_timeout_seconds``), ``verify_tls`` (default true), ``ca_bundle`` (a
+      CA file to verify against), ``path``.
+
+    :param webhook_conn_id: the connection; ``None`` for unsigned calls to absolute URLs.
+    :param timeout: seconds per call (connect and read), overriding the connection's.
+    """
+
+    conn_name_attr = "webhook_conn_id"
+    default_conn_name = "airhook_webhook_default"
+    conn_type = "airhook_webhook"
+    hook_name = "Webhook (airhook)"
+
+    def __init__(
+        self,
+        webhook_conn_id: str | None = default_conn_name,
+        *,
+        timeout: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.webhook_conn_id = webhook_conn_id
+        self.timeout = timeout
+        self._settings_cache: _Settings | None = None
+        self._session: requests.Session | None = None
+
+    # --- connection -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> _Settings:
+        """The connection, read on first use (so that building a hook at parse time is free)."""
+        if self._settings_cache is None:
+            self._settings_cache = self._read_connection()
+        return self._settings_cache
+
+    def _read_connection(self) -> _Settings:
+        if self.webhook_conn_id is None:
+            return _Settings()
+        conn = self.get_connection(self.webhook_conn_id)
+        where = f"connection {self.webhook_conn_id!r}"
+        extra: dict[str, Any] = {}
+        for key, value in (conn.extra_dejson or {}).items():
+            name = key.removeprefix(_EXTRA_PREFIX)
+            if name not in _EXTRA_KEYS:
+                raise ValueError(f"{where}: unknown extra {name!r}; known: {sorted(_EXTRA_KEYS)}")
+            if value is not None and value != "":
+                extra[name] = value
+
+        base_url: str | None = None
+        host = (conn.host or "").strip()
+        if "://" in host:
+            base_url = host
+        elif host:
+            scheme = (conn.schema or "https").strip().lower()
+            if scheme not in ("http", "https"):
+                raise ValueError(
+                    f"{where}: schema is the URL scheme (http or https); put a path in extra "
+                    "'path' or the full URL in host"
+                )
+            port = f":{conn.port}" if conn.port else ""
+            path = str(extra.get("path", ""))
+            base_url = f"{scheme}://{host}{port}" + ("/" + path.lstrip("/") if path else "")
+
+        password = Secret(conn.password) if conn.password else None
+        login = conn.login or None
+        signing_name = str(extra.get("signing", "none")).strip().lower()
+        scheme_obj: SigningScheme | None = None
+        secrets: tuple[Secret, ...] = ()
+        if signing_name not in ("", "none"):
+            options = extra.get("signing_options", {})
+            if not isinstance(options, Mapping):
+                raise ValueError(f"{where}: extra 'signing_options' is an object")
+            scheme_obj = get_scheme(signing_name, **dict(options))
+            if password is None:
+                raise ValueError(f"{where}: signing {signing_name!r} needs the secret in password")
+            secondary = extra.get("secondary_secret")
+            secrets = (password,) + ((Secret(str(secondary)),) if secondary else ())
+
+        token = Secret(str(extra["token"])) if "token" in extra else None
+        auth = str(extra.get("auth", "")).strip().lower()
+        if not auth:
+            if token is not None:
+                auth = "bearer"
+            elif login and scheme_obj is None:
+                auth = "basic"
+            elif password is not None and scheme_obj is None:
+                auth = "bearer"
+            else:
+                auth = "none"
+        authorization: Secret | None = None
+        basic: str | None = None
+        if auth == "bearer":
+            bearer = token or (password if scheme_obj is None else None)
+            if bearer is None:
+                raise ValueError(f"{where}: bearer auth needs extra 'token' (or the password)")
+            authorization = Secret("Bearer " + bearer.reveal())
+        elif auth == "basic":
+            if scheme_obj is not None or not login or password is None:
+                raise ValueError(
+                    f"{where}: basic auth needs login and password, and then the password is "
+                    "not free for a signing secret"
+                )
+            basic = base64.b64encode(f"{login}:{password.reveal()}".encode()).decode("ascii")
+            authorization = Secret("Basic " + basic)
+        elif auth != "none":
+            raise ValueError(f"{where}: extra 'auth' is none, bearer or basic")
+
+        headers = extra.get("headers", {})
+        if not isinstance(headers, Mapping):
+            raise ValueError(f"{where}: extra 'headers' is an object")
+        verify: bool | str = _flag(extra.get("verify_tls", True), "verify_tls")
+        if verify and "ca_bundle" in extra:
+            verify = str(extra["ca_bundle"])
+        timeout = float(extra["timeout"]) if "timeout" in extra else None
+
+        redact = [s.reveal() for s in secrets]
+        if token is not None:
+            redact.append(token.reveal())
+        if password is not None:
+            redact.append(password.reveal())
+        if basic is not None:
+            redact.append(basic)
+        self._mask(redact)
+        return _Settings(
+            base_url=base_url,
+            scheme=scheme_obj,
+            secrets=secrets,
+            authorization=authorization,
+            headers={str(k): str(v) for k, v in headers.items()},
+            timeout=timeout,
+            verify=verify,
+            # Longest first: a secret that contains another is scrubbed whole.
+            redact=tuple(sorted(set(redact), key=len, reverse=True)),
+        )
+
+    @staticmethod
+    def _mask(values: list[str]) -> None:
+        """Register secrets with Airflow's log masker (belt and braces: we never log them)."""
+        from airflow.sdk.log import mask_secret
+
+        for value in values:
+            mask_secret(value)
+
+    def get_conn(self) -> requests.Session:
+        """Return the session, created on first use and reused: connections are pooled."""
+        if self._session is None:
+            import requests
+
+            session = requests.Session()
+            session.headers["User-Agent"] = f"airhook/{__version__}"
+            self._session = session
+        return self._session
+
+    def close(self) -> None:
+        """Close the pooled connections; the next call opens new ones."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def __enter__(self) -> WebhookHook:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # --- building a call --------------------------------------------------------------------
+
+    def resolve_url(self, url: str | None) -> str:
+        """Return the URL to call: ``url`` joined to the connection's, or ``url`` itself.
+
+        An absolute ``url`` must have the connection's origin (scheme, host and port) when the
+        connection has a host: a templated URL must not carry the connection's credentials
+        somewhere else.
+        """
+        base = self.settings.base_url
+        if url and _is_absolute(url):
+            if base and _origin(url) != _origin(base):
+                raise ValueError(
+                    f"{redact_url(url)} is not at the origin of connection "
+                    f"{self.webhook_conn_id!r}; pass a path, or use a connection for that host"
+                )
+            return url
+        if not base:
+            raise ValueError(
+                f"connection {self.webhook_conn_id!r} has no host: pass an absolute url"
+                if self.webhook_conn_id
+                else "without a connection the url must be absolute"
+            )
+        if not url:
+            return base
+        return base.rstrip("/") + "/" + url.lstrip("/")
+
+    def destination_policy(self) -> DestinationPolicy:
+        """The destination rules, from ``[airhook] outbound_allow_networks``.
+
+        Configuration only, on purpose: a DAG author cannot widen what the workers may reach.
+        """
+        from airhook.config import get_str
+
+        return DestinationPolicy(allow=get_str("outbound_allow_networks").split(","))
+
+    def build_headers(
+        self, headers: Mapping[str, Any] | None, body: bytes, *, message_id: str
+    ) -> dict[str, str]:
+        """Return the request headers: defaults, the connection's, ``headers``, then ours.
+
+        Authentication, signature and id headers come last, so a template can neither drop nor
+        spoof them.
+        """
+        import requests
+
+        settings = self.settings
+        merged: requests.structures.CaseInsensitiveDict[str] = (
+            requests.structures.CaseInsensitiveDict({"Content-Type": "application/json"})
+        )
+        merged.update(settings.headers)
+        merged.update({str(k): str(v) for k, v in (headers or {}).items()})
+        merged["webhook-id"] = message_id
+        merged["Idempotency-Key"] = message_id
+        if settings.authorization is not None:
+            merged["Authorization"] = settings.authorization.reveal()
+        if settings.scheme is not None:
+            merged.update(
+                settings.scheme.sign(body, settings.secrets, now=time.time(), message_id=message_id)
+            )
+        return dict(merged.items())
+
+    # --- calling ----------------------------------------------------------------------------
+
+    def send(
+        self,
+        method: str,
+        url: str | None,
+        headers: Mapping[str, Any] | None = None,
+        body: bytes = b"",
+        *,
+        message_id: str,
+        timeout: float | None = None,
+    ) -> DeliveryResult:
+        """Send one signed call and return the answer, whatever its status.
+
+        The destination is checked (:class:`~airhook.ssrf.DestinationPolicy`) before anything
+        connects. Redirects are not followed: a redirect could lead past that check.
+
+        :param method: ``POST``, ``PUT`` or ``PATCH``.
+        :param url: a path joined to the connection's URL, or an absolute URL.
+        :param headers: extra request headers.
+        :param body: the exact bytes to send (and sign).
+        :param message_id: the delivery's stable id, sent as ``webhook-id`` and
+            ``Idempotency-Key``; the same on every attempt.
+        :param timeout: seconds for this call; default: the hook's, the connection's, then
+            ``[airhook] outbound_timeout_seconds``.
+        :raises DestinationNotAllowedError: the URL points at a refused address.
+        :raises DeliveryError: no answer arrived (``retryable`` says whether to try again).
+        """
+        import requests
+
+        method = method.upper()
+        if method not in ALLOWED_METHODS:
+            raise ValueError(f"method {method!r} is not one of {sorted(ALLOWED_METHODS)}")
+        target = self.resolve_url(url)
+        shown = redact_url(target)
+        self.destination_policy().check(target)
+        request_headers = self.build_headers(headers, body, message_id=message_id)
+        seconds = self._timeout(timeout)
+        started = time.perf_counter()
+        try:
+            response = self.get_conn().request(
+                method,
+                target,
+                data=body,
+                headers=request_headers,
+                timeout=(seconds, seconds),
+                # Passed per request: requests lets REQUESTS_CA_BUNDLE override session.verify.
+                verify=self.settings.verify,
+                allow_redirects=False,
+                stream=True,
+            )
+            try:
+                content = self._read(response)
+            finally:
+                response.close()
+        except requests.exceptions.SSLError as exc:
+            # A certificate that does not verify stays so; a handshake cut short may not.
+            if _cause_name(exc) == "SSLCertVerificationError":
+                raise DeliveryError(
+                    shown, None, "TLS certificate did not verify", retryable=False
+                ) from None
+            raise DeliveryError(
+                shown, None, f"TLS handshake failed ({_cause_name(exc)})", retryable=True
+            ) from None
+        except requests.exceptions.Timeout as exc:
+            raise DeliveryError(
+                shown, None, f"no answer within {seconds:g} s ({_cause_name(exc)})", retryable=True
+            ) from None
+        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader) as exc:
+            raise DeliveryError(
+                shown, None, f"invalid request ({type(exc).__name__})", retryable=False
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            # Connection refused or reset, the answer cut short: the network, not the request.
+            raise DeliveryError(
+                shown, None, f"connection failed ({_cause_name(exc)})", retryable=True
+            ) from None
+        latency = time.perf_counter() - started
+        result = DeliveryResult(
+            status_code=response.status_code,
+            headers=self._safe_headers(response.headers),
+            json=self._scrub_json(self._parse_json(response.headers, content)),
+            excerpt=self._scrub(content[: EXCERPT_CHARS * 4].decode("utf-8", "replace"))[
+                :EXCERPT_CHARS
+            ],
+            latency=latency,
+            url=shown,
+            message_id=message_id,
+        )
+        self.log.info(
+            "%s %s: %s in %.0f ms (message %s)",
+            method,
+            shown,
+            result.status_code,
+            latency * 1000,
+            message_id,
+        )
+        return result
+
+    def attempt(
+        self,
+        method: str,
+        url: str | None,
+        headers: Mapping[str, Any] | None = None,
+        body: bytes = b"",
+        *,
+        message_id: str,
+        attempts_made: int = 0,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        timeout: float | None = None,
+    ) -> Attempt:
+        """Make attempt number ``attempts_made + 1`` and decide what comes next.
+
+        Delivered (2xx): done. 410: gone, no further attempt. Other 4xx (but 408, 425, 429):
+        failed, no further attempt. 408/425/429, 5xx, timeouts and connection errors: retried
+        after the policy's next delay, or ``Retry-After`` on 429/503 when that is longer.
+
+        :raises DestinationNotAllowedError: the URL points at a refused address (nothing sent).
+        """
+        number = attempts_made + 1
+        result: DeliveryResult | None = None
+        retry_after: float | None = None
+        error: DeliveryError | None = None
+        try:
+            result = self.send(method, url, headers, body, message_id=message_id, timeout=timeout)
+        except DestinationNotAllowedError:
+            raise
+        except DeliveryError as exc:
+            outcome = Outcome.RETRY if exc.retryable else Outcome.FAILED
+            error = exc
+        else:
+            outcome = result.outcome
+            retry_after = result.retry_after
+            if outcome is not Outcome.DELIVERED:
+                gone = " (gone)" if outcome is Outcome.GONE else ""
+                error = DeliveryError(
+                    result.url,
+                    result.status_code,
+                    f"answered {result.status_code}{gone}",
+                    retryable=outcome is Outcome.RETRY,
+                )
+        next_delay = None
+        if outcome is Outcome.RETRY:
+            next_delay = retry_policy.next_delay(number, retry_after=retry_after)
+            if next_delay is None and error is not None:
+                last = error
+                error = DeliveryError(
+                    last.url,
+                    last.status_code,
+                    f"gave up after {number} attempts",
+                    retryable=True,
+                )
+                error.__cause__ = last
+        return Attempt(number, outcome, result, error, next_delay)
+
+    def deliver(
+        self,
+        method: str,
+        url: str | None,
+        headers: Mapping[str, Any] | None = None,
+        body: bytes = b"",
+        *,
+        message_id: str,
+        retry_policy: RetryPolicy = DEFAULT_RETRY_POLICY,
+        timeout: float | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Attempt:
+        """Attempt until delivered or given up, waiting in this process between attempts.
+
+        Returns the successful attempt (``attempt.number`` is how many were made).
+
+        :raises DeliveryError: the delivery failed for good or the schedule is used up.
+        """
+        made = 0
+        while True:
+            attempt = self.attempt(
+                method,
+                url,
+                headers,
+                body,
+                message_id=message_id,
+                attempts_made=made,
+                retry_policy=retry_policy,
+                timeout=timeout,
+            )
+            if attempt.outcome is Outcome.DELIVERED:
+                return attempt
+            if attempt.next_delay is None:
+                assert attempt.error is not None
+                raise attempt.error
+            self.log.warning(
+                "attempt %d of %s failed (%s); next in %.1f s",
+                attempt.number,
+                message_id,
+                attempt.error,
+                attempt.next_delay,
+            )
+            sleep(attempt.next_delay)
+            made = attempt.number
+
+    # --- answers ----------------------------------------------------------------------------
+
+    def _timeout(self, timeout: float | None) -> float:
+        for candidate in (timeout, self.timeout, self.settings.timeout):
+            if candidate is not None:
+                return float(candidate)
+        from airhook.config import get_float
+
+        return get_float("outbound_timeout_seconds")
+
+    @staticmethod
+    def _read(response: requests.Response) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        for chunk in response.iter_content(chunk_size=64 * 1024):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size >= MAX_RESPONSE_BYTES:
+                break
+        return b"".join(chunks)[:MAX_RESPONSE_BYTES]
+
+    @staticmethod
+    def _parse_json(headers: Mapping[str, str], content: bytes) -> Any:
+        kind = headers.get("Content-Type", "")
+        if "json" not in kind.lower() and content.lstrip()[:1] not in (b"{", b"["):
+            return None
+        try:
+            return json.loads(content)
+        except ValueError:
+            return None
+
+    def _scrub(self, text: str) -> str:
+        """``text`` with every secret of the connection replaced (a receiver may echo them)."""
+        for secret in self.settings.redact:
+            text = text.replace(secret, _REDACTED)
+        return text
+
+    def _scrub_json(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._scrub(value)
+        if isinstance(value, list):
+            return [self._scrub_json(item) for item in value]
+        if isinstance(value, dict):
+            return {self._scrub(str(k)): self._scrub_json(v) for k, v in value.items()}
+        return value
+
+    def _safe_headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        return {
+            name: self._scrub(value)
+            for name, value in headers.items()
+            if name.lower() not in _DROPPED_RESPONSE_HEADERS
+        }

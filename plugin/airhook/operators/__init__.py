@@ -1,0 +1,1 @@
+"""Operators: tasks that send webhooks."""
