@@ -6,7 +6,7 @@ PYVER := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.ve
 CONSTRAINTS := constraints/constraints-$(PYVER).txt
 STAMP := $(VENV)/.installed-$(PYVER)
 
-.PHONY: install test lint demo bench bench-receiver constraints clean
+.PHONY: install test lint demo bench bench-receiver bench-outbound constraints clean
 
 install: $(STAMP)
 
@@ -33,6 +33,9 @@ bench: $(STAMP)
 
 bench-receiver: $(STAMP)
 	$(PY) bench/receiver.py
+
+bench-outbound: $(STAMP)
+	$(PY) bench/outbound.py
 
 constraints: $(STAMP)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new
