@@ -1,4 +1,5 @@
-"""The ``airhook`` command: the store's schema, inbound sources and recorded events.
+"""The ``airhook`` command: the store's schema, inbound sources and recorded events, outbound
+subscriptions and their deliveries.
 
 Secrets are never taken as plain arguments (they would land in shell history and ``ps``): give a
 file (``-`` for standard input) or let airhook generate one, which is printed once.
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from airhook.access import BasicCredentials
-from airhook.catalog import load_catalog
+from airhook.catalog import load_catalog, matches
 from airhook.profiles import PROFILES
 from airhook.secrets import Secret, SecretPair, generate_secret
 from airhook.source import Source
@@ -206,6 +207,389 @@ def _cmd_events_list(args: argparse.Namespace) -> None:
         )
 
 
+# --- outbound: subscriptions and deliveries -----------------------------------------------------
+
+
+def _engine() -> Any:
+    from airhook.crypto import airflow_cipher
+    from airhook.fanout import DeliveryEngine
+    from airhook.store import get_store
+    from airhook.store.migrate import upgrade
+
+    try:
+        cipher = airflow_cipher()
+    except RuntimeError as exc:
+        raise CommandError(str(exc)) from None
+    store = get_store()
+    upgrade(store)
+    return DeliveryEngine(store, cipher)
+
+
+def _describe_subscription(subscription: Any) -> dict[str, Any]:
+    """What ``list`` and ``show`` print: no secret, no URL path (it can be a credential)."""
+    from airhook.templates import is_template_name
+
+    template = subscription.body_template
+    if template is not None and not is_template_name(template):
+        template = f"<inline, {len(template)} characters>"
+    return {
+        "name": subscription.name,
+        "origin": subscription.origin,
+        "state": subscription.state,
+        "events": list(subscription.events),
+        "chatbot_ids": list(subscription.chatbot_ids),
+        "scheme": subscription.scheme,
+        "scheme_options": dict(subscription.scheme_options),
+        "secondary_secret": bool(subscription.secrets and subscription.secrets.secondary),
+        "headers": sorted(subscription.headers),
+        "method": subscription.method,
+        "timeout": subscription.timeout,
+        "body_template": template,
+        "retry_schedule": list(subscription.retry_schedule),
+        "consecutive_failures": subscription.consecutive_failures,
+        "disabled_reason": subscription.disabled_reason,
+        "disabled_at": subscription.disabled_at.isoformat() if subscription.disabled_at else None,
+        "updated_at": subscription.updated_at.isoformat() if subscription.updated_at else None,
+    }
+
+
+def _read_text(path: str, what: str) -> str:
+    try:
+        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+    except OSError as exc:
+        raise CommandError(f"cannot read the {what} file {path!r}: {exc.strerror}") from None
+    return text
+
+
+def _header(line: str) -> tuple[str, Secret]:
+    name, sep, value = line.partition(":")
+    if not (sep and name.strip() and value.strip()):
+        raise CommandError(f"a header is 'Name: value', not {line!r}")
+    return name.strip(), Secret(value.strip())
+
+
+def _schedule(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise CommandError(
+            f"--retry-schedule takes seconds separated by commas, not {text!r}"
+        ) from None
+
+
+def _when(text: str | None) -> Any:
+    from datetime import datetime, timezone
+
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"{text!r} is not an ISO 8601 time") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _cmd_subscriptions_create(args: argparse.Namespace) -> None:
+    from airhook.subscription import Subscription
+
+    engine = _engine()
+    url = args.url if args.url else _read_text(args.url_file, "URL").strip()
+    scheme = None if args.scheme == "none" else args.scheme
+    generated = None
+    secrets = None
+    if scheme is not None:
+        if args.secret_file:
+            secrets = SecretPair(_read_secret(args.secret_file))
+        else:
+            generated = generate_secret()
+            secrets = SecretPair(generated)
+        if args.secondary_secret_file:
+            secrets = SecretPair(secrets.primary, _read_secret(args.secondary_secret_file))
+    headers = dict(_header(item) for item in args.header)
+    for path in args.header_file:
+        text = _read_text(path, "header")
+        headers.update(_header(line) for line in text.splitlines() if line.strip())
+    template = args.template
+    if args.template_file:
+        template = _read_text(args.template_file, "template")
+    options: dict[str, Any] = {}
+    if args.timeout is not None:
+        options["timeout"] = args.timeout
+    if args.retry_schedule is not None:
+        options["retry_schedule"] = _schedule(args.retry_schedule)
+    subscription = Subscription(
+        name=args.name,
+        url=url,
+        events=tuple(args.events or ["*"]),
+        chatbot_ids=tuple(args.chatbot_id),
+        scheme=scheme,
+        secrets=secrets,
+        scheme_options=_options(args.option),
+        active=not args.inactive,
+        method=args.method.upper(),
+        headers=headers,
+        body_template=template,
+        **options,
+    )
+    created = engine.subscriptions.create(subscription)
+    print(json.dumps(_describe_subscription(created), indent=2))
+    if generated is not None:
+        print("signing secret (shown once, store it now):", generated.reveal(), file=sys.stderr)
+
+
+def _cmd_subscriptions_list(args: argparse.Namespace) -> None:
+    engine = _engine()
+    print(json.dumps([_describe_subscription(s) for s in engine.subscriptions.all()], indent=2))
+
+
+def _cmd_subscriptions_show(args: argparse.Namespace) -> None:
+    engine = _engine()
+    described = _describe_subscription(engine.subscriptions.get(args.name))
+    summary = engine.summary(subscription=args.name)
+    described["deliveries"] = summary.as_dict()
+    print(json.dumps(described, indent=2))
+
+
+def _cmd_subscriptions_delete(args: argparse.Namespace) -> None:
+    engine = _engine()
+    engine.subscriptions.delete(args.name)
+    print(f"deleted subscription {args.name} with its deliveries and their attempts")
+
+
+def _cmd_subscriptions_secrets(args: argparse.Namespace) -> None:
+    engine = _engine()
+    subscription = engine.subscriptions.get(args.name)
+    if subscription.secrets is None:
+        raise CommandError(f"subscription {args.name} signs nothing: it has no secret")
+    shown = None
+    if args.action == "generate-secondary":
+        subscription = subscription.with_new_secondary()
+        shown = subscription.secrets.secondary
+    elif args.action == "rotate":
+        subscription = subscription.rotated()
+    else:
+        subscription = subscription.without_secondary()
+    saved = engine.subscriptions.save(subscription)
+    print(json.dumps(_describe_subscription(saved), indent=2))
+    if shown is not None:
+        print("new secondary secret (shown once):", shown.reveal(), file=sys.stderr)
+
+
+def _cmd_subscriptions_enable(args: argparse.Namespace) -> None:
+    engine = _engine()
+    enabled = engine.subscriptions.enable(args.name)
+    resumed = engine.summary(subscription=args.name).pending
+    print(json.dumps(_describe_subscription(enabled), indent=2))
+    if resumed:
+        print(f"{resumed} kept deliveries resume now", file=sys.stderr)
+        engine.deliver(subscription=args.name)
+
+
+def _cmd_subscriptions_disable(args: argparse.Namespace) -> None:
+    engine = _engine()
+    disabled = engine.subscriptions.disable(args.name, args.reason)
+    print(json.dumps(_describe_subscription(disabled), indent=2))
+
+
+def _sample(args: argparse.Namespace, subscription: Any) -> tuple[str, str, Any]:
+    catalog = load_catalog()
+    if args.event is None:
+        for event in catalog.events(args.platform):
+            # Patterns only: a test is about the endpoint, whatever chatbot the sample names.
+            if matches(subscription.events, event.name):
+                return event.platform, event.name, event.sample
+        raise CommandError(f"no catalog event matches {list(subscription.events)}; give --event")
+    platforms = (
+        [args.platform]
+        if args.platform
+        else [e.platform for e in catalog.events() if e.name == args.event]
+    )
+    if not platforms:
+        raise CommandError(f"no platform has an event {args.event!r}")
+    if len(platforms) > 1:
+        raise CommandError(f"{args.event!r} exists on {', '.join(platforms)}: give --platform")
+    event = catalog.event(platforms[0], args.event)
+    return event.platform, event.name, event.sample
+
+
+def _cmd_subscriptions_test(args: argparse.Namespace) -> int:
+    engine = _engine()
+    subscription = engine.subscriptions.get(args.name)
+    platform, name, sample = _sample(args, subscription)
+    attempt = engine.send_test(subscription, sample, event=name, platform=platform)
+    print(
+        json.dumps(
+            {
+                "subscription": subscription.name,
+                "platform": platform,
+                "event": name,
+                "message_id": attempt.message_id,
+                "outcome": attempt.outcome,
+                "status_code": attempt.status_code,
+                "latency_ms": attempt.latency_ms,
+                "error": attempt.error,
+                "response_excerpt": attempt.response_excerpt,
+            },
+            indent=2,
+        )
+    )
+    return 0 if attempt.outcome == "delivered" else 1
+
+
+def _cmd_deliveries_list(args: argparse.Namespace) -> None:
+    engine = _engine()
+    found = engine.outbox.find(
+        subscription=args.subscription,
+        statuses=args.status or None,
+        since=_when(args.since),
+        until=_when(args.until),
+        limit=args.limit,
+    )
+    for delivery in found:
+        print(json.dumps(delivery.as_dict()))
+
+
+def _cmd_deliveries_show(args: argparse.Namespace) -> None:
+    engine = _engine()
+    described = engine.outbox.get(args.id).as_dict()
+    described["attempts_log"] = [
+        {
+            "attempted_at": a.attempted_at.isoformat(),
+            "outcome": a.outcome,
+            "status_code": a.status_code,
+            "latency_ms": a.latency_ms,
+            "error": a.error,
+            "response_excerpt": a.response_excerpt,
+        }
+        for a in engine.outbox.attempts(args.id)
+    ]
+    print(json.dumps(described, indent=2))
+
+
+def _cmd_deliveries_replay(args: argparse.Namespace) -> None:
+    if (args.id is None) == (args.subscription is None):
+        raise CommandError("replay takes --id, or --subscription (with --since/--until or --dead)")
+    if args.id is not None and (args.since or args.until or args.dead):
+        raise CommandError("--since, --until and --dead go with --subscription, not --id")
+    engine = _engine()
+    if args.subscription is not None:
+        engine.subscriptions.get(args.subscription)  # a typo is an error, not "0 replayed"
+    ids = engine.replay(
+        message_id=args.id,
+        subscription=args.subscription,
+        since=_when(args.since),
+        until=_when(args.until),
+        dead_only=args.dead,
+        include_delivered=args.include_delivered,
+        wait=args.wait,
+    )
+    summary = engine.summary(message_ids=ids)
+    print(json.dumps({"replayed": len(ids), **summary.as_dict()}, indent=2))
+
+
+def _cmd_deliveries_deliver_due(args: argparse.Namespace) -> None:
+    engine = _engine()
+    attempted = engine.deliver(subscription=args.subscription)
+    print(json.dumps({"attempted": attempted.deliveries, **attempted.as_dict()}, indent=2))
+
+
+def _add_outbound_commands(commands: Any) -> None:
+    """The ``subscriptions`` and ``deliveries`` groups."""
+    subs = commands.add_parser("subscriptions", help="outbound subscriptions").add_subparsers(
+        dest="cmd", required=True
+    )
+    create = subs.add_parser("create", help="create a subscription")
+    create.add_argument("name")
+    url = create.add_mutually_exclusive_group(required=True)
+    url.add_argument("--url", help="the endpoint")
+    url.add_argument("--url-file", help="file holding the URL, when it is a credential ('-')")
+    create.add_argument("--events", nargs="+", metavar="PATTERN", help="default '*'")
+    create.add_argument("--chatbot-id", action="append", default=[])
+    create.add_argument(
+        "--scheme",
+        choices=["standard", "rkt", "ccai", "token", "hmac", "none"],
+        default="standard",
+        help="signing scheme (default standard); 'none' sends unsigned",
+    )
+    create.add_argument(
+        "--secret-file", help="file holding the primary secret ('-'); default: generate one"
+    )
+    create.add_argument("--secondary-secret-file")
+    create.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
+    create.add_argument("--method", default="POST", choices=["POST", "PUT", "PATCH"])
+    create.add_argument("--timeout", type=float, help="seconds per attempt")
+    create.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
+    create.add_argument(
+        "--header-file", action="append", default=[], help="'Name: value' lines (secret ones)"
+    )
+    template = create.add_mutually_exclusive_group()
+    template.add_argument("--template", help="a shipped template name (.j2) or inline source")
+    template.add_argument("--template-file", help="file holding the template source")
+    create.add_argument("--retry-schedule", metavar="S,S,…", help="e.g. 0,5,300,1800")
+    create.add_argument("--inactive", action="store_true", help="create switched off")
+    create.set_defaults(func=_cmd_subscriptions_create)
+    subs.add_parser("list", help="list subscriptions (no secrets)").set_defaults(
+        func=_cmd_subscriptions_list
+    )
+    for name, func, text in (
+        ("show", _cmd_subscriptions_show, "show one subscription and its delivery counts"),
+        ("delete", _cmd_subscriptions_delete, "delete a subscription and its deliveries"),
+        ("enable", _cmd_subscriptions_enable, "switch on; kept deliveries go out now"),
+    ):
+        command = subs.add_parser(name, help=text)
+        command.add_argument("name")
+        command.set_defaults(func=func)
+    disable = subs.add_parser("disable", help="switch off; matching events are kept")
+    disable.add_argument("name")
+    disable.add_argument("--reason", default="disabled with airhook subscriptions disable")
+    disable.set_defaults(func=_cmd_subscriptions_disable)
+    secrets = subs.add_parser("secrets", help="rotate a subscription's signing secrets")
+    secrets.add_argument("name")
+    secrets.add_argument("action", choices=["generate-secondary", "rotate", "drop-secondary"])
+    secrets.set_defaults(func=_cmd_subscriptions_secrets)
+    test = subs.add_parser("test", help="send a catalog sample event now; print the outcome")
+    test.add_argument("name")
+    test.add_argument("--event", help="event name (default: the first the subscription takes)")
+    test.add_argument("--platform", help="the event's platform, when several have it")
+    test.set_defaults(func=_cmd_subscriptions_test)
+
+    dels = commands.add_parser("deliveries", help="outbound deliveries").add_subparsers(
+        dest="cmd", required=True
+    )
+    listing = dels.add_parser("list", help="deliveries, oldest first")
+    listing.add_argument("--subscription")
+    listing.add_argument(
+        "--status",
+        action="append",
+        choices=["pending", "sending", "delivered", "failed", "dead", "paused"],
+    )
+    listing.add_argument("--since", help="ISO 8601 time (created at or after)")
+    listing.add_argument("--until", help="ISO 8601 time (created before)")
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(func=_cmd_deliveries_list)
+    show = dels.add_parser("show", help="one delivery and its attempts")
+    show.add_argument("id")
+    show.set_defaults(func=_cmd_deliveries_show)
+    replay = dels.add_parser("replay", help="send deliveries again, now")
+    replay.add_argument("--id", help="one delivery (any status)")
+    replay.add_argument("--subscription", help="a subscription's undelivered deliveries")
+    replay.add_argument("--since", help="with --subscription: created at or after")
+    replay.add_argument("--until", help="with --subscription: created before")
+    replay.add_argument(
+        "--dead", action="store_true", help="with --subscription: its dead letters only"
+    )
+    replay.add_argument(
+        "--include-delivered", action="store_true", help="delivered ones of the window too"
+    )
+    replay.add_argument(
+        "--wait", type=float, default=0.0, help="make retries due within this many seconds"
+    )
+    replay.set_defaults(func=_cmd_deliveries_replay)
+    due = dels.add_parser("deliver-due", help="send every delivery whose attempt is due")
+    due.add_argument("--subscription")
+    due.set_defaults(func=_cmd_deliveries_deliver_due)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the command's argument parser."""
     parser = argparse.ArgumentParser(prog="airhook", description=__doc__.split("\n")[0])
@@ -278,7 +662,19 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("source")
     listing.add_argument("--limit", type=int, default=50)
     listing.set_defaults(func=_cmd_events_list)
+
+    _add_outbound_commands(commands)
     return parser
+
+
+class _StderrHandler(logging.Handler):
+    """Write log lines to whatever ``sys.stderr`` is at the time."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -289,8 +685,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Airflow's logging writes to standard output, which carries this command's JSON: keep
     # Alembic's per-run INFO lines ("Context impl SQLiteImpl.") out of it.
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # The delivery engine's lines (retries, disabled subscriptions) are diagnostics: standard
+    # error, so that standard output stays the command's JSON alone.
+    engine_log = logging.getLogger("airhook")
+    if not any(isinstance(h, _StderrHandler) for h in engine_log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("airhook: %(levelname)s %(message)s"))
+        engine_log.addHandler(handler)
+    engine_log.propagate = False
+    from airhook.errors import AirhookError
+
     try:
-        args.func(args)
+        code = args.func(args)
     except InvalidToken:
         print(
             "airhook: cannot decrypt the stored credentials: [core] fernet_key is not the key "
@@ -298,10 +704,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    except (CommandError, KeyError, ValueError) as exc:
+    except (CommandError, AirhookError, KeyError, ValueError) as exc:
         print(f"airhook: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return int(code or 0)
 
 
 if __name__ == "__main__":

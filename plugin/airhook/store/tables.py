@@ -60,3 +60,77 @@ leases = sa.Table(
     sa.Column("holder", sa.String(200), nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
+
+#: Outbound subscriptions: endpoints that published events are delivered to.
+subscriptions = sa.Table(
+    "airhook_subscription",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(100), nullable=False, unique=True),
+    # scheme://host[:port] only: the full URL can itself be a credential (Slack, Zapier), so it
+    # lives in the encrypted credentials; this is what listings and logs show.
+    sa.Column("origin", sa.String(300), nullable=False),
+    sa.Column("events", sa.JSON, nullable=False),
+    sa.Column("chatbot_ids", sa.JSON, nullable=False),
+    sa.Column("scheme", sa.String(16), nullable=True),  # None: unsigned
+    sa.Column("scheme_options", sa.JSON, nullable=False),
+    # Fernet token (Airflow's key) of a JSON object: URL, signing secrets, extra headers.
+    sa.Column("credentials", sa.Text, nullable=False),
+    sa.Column("header_names", sa.JSON, nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False, default=True),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("timeout_seconds", sa.Float, nullable=True),
+    sa.Column("body_template", sa.Text, nullable=True),
+    sa.Column("retry_schedule", sa.JSON, nullable=False),
+    sa.Column("consecutive_failures", sa.Integer, nullable=False, default=0),
+    sa.Column("disabled_reason", sa.String(500), nullable=True),
+    sa.Column("disabled_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+#: One row per (subscription, event): the outbox. ``message_id`` is the stable webhook-id.
+deliveries = sa.Table(
+    "airhook_delivery",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(40), nullable=False, unique=True),
+    sa.Column("subscription", sa.String(100), nullable=False),
+    sa.Column("event", sa.String(200), nullable=False),
+    sa.Column("platform", sa.String(32), nullable=True),
+    # What published it (a hash of DAG, run, task and map index): the operator waits on these.
+    sa.Column("publication", sa.String(40), nullable=True),
+    sa.Column("body", sa.Text, nullable=False),  # the exact bytes sent, rendered once
+    # pending | sending | delivered | failed | dead | paused
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),  # in the current round
+    # pending: when the next attempt is due; sending: when the sender's claim lapses.
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("last_status_code", sa.Integer, nullable=True),
+    sa.Column("last_error", sa.String(500), nullable=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_airhook_delivery_due", "status", "next_attempt_at"),
+    sa.Index("ix_airhook_delivery_subscription_created", "subscription", "created_at"),
+    sa.Index("ix_airhook_delivery_subscription_status", "subscription", "status"),
+    sa.Index("ix_airhook_delivery_publication", "publication"),
+)
+
+#: Every attempt of every delivery: the delivery log. Never a request secret or signature.
+attempts = sa.Table(
+    "airhook_delivery_attempt",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("message_id", sa.String(40), nullable=False),
+    sa.Column("subscription", sa.String(100), nullable=False),
+    sa.Column("attempted_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status_code", sa.Integer, nullable=True),  # None: no response
+    # delivered | retry | failed | gone | refused
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("latency_ms", sa.Float, nullable=True),
+    sa.Column("error", sa.String(500), nullable=True),
+    sa.Column("response_excerpt", sa.String(512), nullable=True),
+    sa.Index("ix_airhook_delivery_attempt_message", "message_id", "attempted_at"),
+    sa.Index("ix_airhook_delivery_attempt_subscription", "subscription", "attempted_at"),
+)

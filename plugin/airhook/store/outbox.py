@@ -1,0 +1,635 @@
+"""The outbox: one delivery per (subscription, event), every attempt, and the failure counts.
+
+A delivery's life::
+
+    pending ──claim──▶ sending ──▶ delivered
+       ▲                  │  ├───▶ failed     (4xx, 410, destination refused: no retry)
+       │   retry later    │  └───▶ dead       (the last attempt failed: dead letter)
+       └──────────────────┘
+    paused: its subscription is disabled; enabling it (or a replay) makes it pending again
+
+``message_id`` (the ``webhook-id``) is unique, so adding the same delivery twice (a task retry
+publishing the same events) adds it once. ``sending`` is a claim: ``next_attempt_at`` then holds
+the time the claim lapses, after which another sender may take the delivery over (the first one
+crashed). Claims are taken with one ``UPDATE … RETURNING``, so two senders never both get a row.
+
+Why failure counting lives here: a delivery's final outcome, its subscription's consecutive
+failure count and the disabling at ``disable_after`` must change in one transaction, or two
+processes finishing deliveries of one endpoint at once would lose counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from airhook.store.engine import Store
+from airhook.store.tables import attempts, deliveries, subscriptions
+
+__all__ = [
+    "FINAL_FAILURES",
+    "STATUSES",
+    "Attempt",
+    "Delivery",
+    "DeliveryNotFoundError",
+    "NewDelivery",
+    "OutboxRepository",
+    "Recorded",
+    "Settled",
+    "pause_pending",
+    "pause_stranded",
+    "resume_paused",
+]
+
+Status = Literal["pending", "sending", "delivered", "failed", "dead", "paused"]
+STATUSES: tuple[str, ...] = ("pending", "sending", "delivered", "failed", "dead", "paused")
+#: Deliveries that will not go out without a replay: the dead letters.
+FINAL_FAILURES: tuple[str, ...] = ("failed", "dead")
+_CHUNK = 500  # ids per IN (...) list: far below every database's parameter limit
+
+
+class DeliveryNotFoundError(KeyError):
+    """No delivery with that id."""
+
+    def __str__(self) -> str:
+        return f"no delivery {self.args[0]!r}" if self.args else "no such delivery"
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    # SQLite hands back naive datetimes; every time airhook writes is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+def _utc(value: datetime) -> datetime:
+    """``value`` in UTC: SQLite compares times as text, so every time goes in as UTC."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+@dataclass(frozen=True, slots=True)
+class NewDelivery:
+    """A delivery about to be added: ``status`` is ``pending``, or ``paused`` when disabled."""
+
+    message_id: str
+    subscription: str
+    event: str
+    body: str
+    platform: str | None = None
+    publication: str | None = None
+    status: Literal["pending", "paused"] = "pending"
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery as stored."""
+
+    id: int
+    message_id: str
+    subscription: str
+    event: str
+    platform: str | None
+    publication: str | None
+    body: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the delivery without its body, JSON-ready (for listings and XCom)."""
+
+        def iso(value: datetime | None) -> str | None:
+            return value.isoformat() if value else None
+
+        return {
+            "id": self.message_id,
+            "subscription": self.subscription,
+            "event": self.event,
+            "platform": self.platform,
+            "status": self.status,
+            "attempts": self.attempts,
+            "next_attempt_at": iso(self.next_attempt_at) if self.status == "pending" else None,
+            "last_status_code": self.last_status_code,
+            "last_error": self.last_error,
+            "created_at": iso(self.created_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+
+def _delivery(row: Any) -> Delivery:
+    return Delivery(
+        id=row.id,
+        message_id=row.message_id,
+        subscription=row.subscription,
+        event=row.event,
+        platform=row.platform,
+        publication=row.publication,
+        body=row.body,
+        status=row.status,
+        attempts=row.attempts,
+        next_attempt_at=_aware(row.next_attempt_at),
+        last_status_code=row.last_status_code,
+        last_error=row.last_error,
+        created_at=_aware(row.created_at),  # type: ignore[arg-type]
+        updated_at=_aware(row.updated_at),  # type: ignore[arg-type]
+        finished_at=_aware(row.finished_at),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt, as logged: never a request header, a secret or a signature.
+
+    :param outcome: ``delivered``, ``retry``, ``failed``, ``gone`` (410) or ``refused`` (the
+        destination policy refused the URL; nothing was sent).
+    :param response_excerpt: at most 512 characters of the response body, with anything that
+        was a secret of the request blanked out.
+    """
+
+    message_id: str
+    subscription: str
+    attempted_at: datetime
+    outcome: str
+    status_code: int | None = None
+    latency_ms: float | None = None
+    error: str | None = None
+    response_excerpt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What one attempt settles for its delivery: recorded by :meth:`OutboxRepository.record`.
+
+    :param status: ``delivered``, ``pending`` (retry at ``next_attempt_at``), ``failed`` or
+        ``dead``.
+    :param disable: a reason to disable the subscription whatever its count (410 Gone).
+    """
+
+    attempt: Attempt
+    status: Literal["delivered", "pending", "failed", "dead"]
+    next_attempt_at: datetime | None = None
+    disable: str | None = None
+
+
+@dataclass
+class Recorded:
+    """What recording a batch of attempts changed."""
+
+    #: subscription name -> the reason it was disabled by this batch.
+    disabled: dict[str, str] = field(default_factory=dict)
+    #: deliveries that were paused instead of scheduled (their subscription is disabled).
+    paused: list[str] = field(default_factory=list)
+
+
+def pause_pending(connection: Connection, names: Sequence[str], now: datetime) -> None:
+    """Pause the pending deliveries of these (now disabled) subscriptions."""
+    if names:
+        connection.execute(
+            deliveries.update()
+            .where(deliveries.c.subscription.in_(names), deliveries.c.status == "pending")
+            .values(status="paused", next_attempt_at=None, updated_at=_utc(now))
+        )
+
+
+def pause_stranded(connection: Connection, now: datetime) -> None:
+    """Pause pending deliveries whose subscription is not active.
+
+    They arise when a subscription is disabled between matching an event and adding its
+    delivery, or while a batch holds claims: left pending they would never be claimed (only an
+    active subscription's are) and whoever waits for them would wait for ever.
+    """
+    inactive = sa.select(subscriptions.c.name).where(subscriptions.c.active.is_(False))
+    connection.execute(
+        deliveries.update()
+        .where(
+            deliveries.c.status == "pending",
+            deliveries.c.subscription.in_(inactive.scalar_subquery()),
+        )
+        .values(status="paused", next_attempt_at=None, updated_at=_utc(now))
+    )
+
+
+def resume_paused(connection: Connection, name: str, now: datetime) -> None:
+    """Make the paused deliveries of a (re-enabled) subscription due now, for a fresh round."""
+    connection.execute(
+        deliveries.update()
+        .where(deliveries.c.subscription == name, deliveries.c.status == "paused")
+        .values(status="pending", attempts=0, next_attempt_at=_utc(now), updated_at=_utc(now))
+    )
+
+
+class OutboxRepository:
+    """Add, claim, settle, list and replay deliveries."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._insert = (sqlite.insert if store.is_sqlite else postgresql.insert)(deliveries)
+
+    # --- adding and claiming ---------------------------------------------------------------------
+
+    def add(self, new: Sequence[NewDelivery], *, now: datetime | None = None) -> list[str]:
+        """Add deliveries not added before (by ``message_id``); return the ids that were new."""
+        if not new:
+            return []
+        now = _utc(now or datetime.now(timezone.utc))
+        unique = {d.message_id: d for d in reversed(new)}  # the first of duplicates wins
+        rows = [
+            {
+                "message_id": d.message_id,
+                "subscription": d.subscription,
+                "event": d.event,
+                "platform": d.platform,
+                "publication": d.publication,
+                "body": d.body,
+                "status": d.status,
+                "attempts": 0,
+                "next_attempt_at": now if d.status == "pending" else None,
+                "last_status_code": None,
+                "last_error": None,
+                "created_at": now,
+                "updated_at": now,
+                "finished_at": None,
+            }
+            for d in unique.values()
+        ]
+        statement = self._insert.on_conflict_do_nothing(
+            index_elements=[deliveries.c.message_id]
+        ).returning(deliveries.c.message_id)
+        created: set[str] = set()
+        with self._store.begin() as connection:
+            for chunk in _chunks(rows):
+                created.update(connection.scalars(statement, list(chunk)))
+            pause_stranded(connection, now)
+        return [d.message_id for d in new if d.message_id in created]
+
+    def claim(
+        self,
+        *,
+        now: datetime,
+        lease_seconds: float,
+        message_ids: Sequence[str] | None = None,
+        publication: str | None = None,
+        subscription: str | None = None,
+        limit: int = 10_000,
+    ) -> list[Delivery]:
+        """Claim the due deliveries among those selected; return them (now ``sending``).
+
+        Due: ``pending`` whose next attempt has come, or ``sending`` whose claim has lapsed.
+        The claim lasts ``lease_seconds`` (longer than an attempt can take).
+        """
+        now = _utc(now)
+        lease_until = now + timedelta(seconds=lease_seconds)
+        due = sa.and_(
+            deliveries.c.status.in_(("pending", "sending")), deliveries.c.next_attempt_at <= now
+        )
+        # Only active subscriptions' deliveries: a disabled one's wait (paused) until enabled.
+        running = sa.select(subscriptions.c.name).where(subscriptions.c.active.is_(True))
+        filters: list[Any] = [due, deliveries.c.subscription.in_(running.scalar_subquery())]
+        if publication is not None:
+            filters.append(deliveries.c.publication == publication)
+        if subscription is not None:
+            filters.append(deliveries.c.subscription == subscription)
+        groups: list[list[Any]] = (
+            [[*filters, deliveries.c.message_id.in_(chunk)] for chunk in _chunks(message_ids)]
+            if message_ids is not None
+            else [filters]
+        )
+        claimed: list[Delivery] = []
+        with self._store.begin() as connection:
+            for where in groups:
+                if len(claimed) >= limit:
+                    break
+                chosen = (
+                    sa.select(deliveries.c.id)
+                    .where(*where)
+                    .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
+                    .limit(limit - len(claimed))
+                )
+                if not self._store.is_sqlite:
+                    # Rows another sender is claiming right now are theirs: skip, do not wait.
+                    chosen = chosen.with_for_update(skip_locked=True)
+                rows = connection.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id.in_(chosen.scalar_subquery()), due)
+                    .values(status="sending", next_attempt_at=lease_until, updated_at=now)
+                    .returning(*deliveries.c)
+                ).all()
+                claimed.extend(_delivery(row) for row in rows)
+        claimed.sort(key=lambda d: d.id)
+        return claimed
+
+    # --- settling --------------------------------------------------------------------------------
+
+    def record(
+        self, settled: Sequence[Settled], *, disable_after: int, now: datetime | None = None
+    ) -> Recorded:
+        """Record attempts and settle their deliveries, in the order given, in one transaction.
+
+        A delivery that finally fails adds one to its subscription's consecutive failures; a
+        delivered one resets them. At ``disable_after`` (or on ``disable``, for 410) an active
+        subscription is disabled and its pending deliveries are paused. A retry of a
+        subscription that is not active is paused instead of scheduled.
+        """
+        report = Recorded()
+        if not settled:
+            return report
+        now = _utc(now or datetime.now(timezone.utc))
+        names = sorted({s.attempt.subscription for s in settled})
+        with self._store.begin() as connection:
+            query = sa.select(
+                subscriptions.c.name,
+                subscriptions.c.active,
+                subscriptions.c.consecutive_failures,
+            ).where(subscriptions.c.name.in_(names))
+            if not self._store.is_sqlite:
+                # Serialise counting per subscription across processes (SQLite: BEGIN IMMEDIATE).
+                query = query.with_for_update()
+            state = {
+                name: [bool(active), int(count)]
+                for name, active, count in connection.execute(query)
+            }
+            before = {name: list(values) for name, values in state.items()}
+            updates: list[dict[str, Any]] = []
+            for item in settled:
+                attempt = item.attempt
+                status: str = item.status
+                next_at = _utc(item.next_attempt_at) if item.next_attempt_at else None
+                current = state.get(attempt.subscription)
+                if current is not None:
+                    active = current[0]
+                    if status == "delivered":
+                        current[1] = 0
+                    elif status in FINAL_FAILURES:
+                        current[1] += 1
+                        reason = item.disable
+                        if reason is None and current[1] >= disable_after:
+                            reason = f"{current[1]} consecutive failed deliveries"
+                        if reason is not None and active:
+                            current[0] = False
+                            report.disabled[attempt.subscription] = reason
+                    elif status == "pending" and not active:
+                        status, next_at = "paused", None
+                        report.paused.append(attempt.message_id)
+                final = status in ("delivered", *FINAL_FAILURES)
+                updates.append(
+                    {
+                        "b_message_id": attempt.message_id,
+                        "status": status,
+                        "next_attempt_at": next_at,
+                        "last_status_code": attempt.status_code,
+                        "last_error": (attempt.error or "")[:500] or None,
+                        "updated_at": now,
+                        "finished_at": now if final else None,
+                    }
+                )
+            connection.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.message_id == sa.bindparam("b_message_id"),
+                    deliveries.c.status == "sending",  # still our claim
+                )
+                .values(
+                    status=sa.bindparam("status"),
+                    attempts=deliveries.c.attempts + 1,
+                    next_attempt_at=sa.bindparam("next_attempt_at"),
+                    last_status_code=sa.bindparam("last_status_code"),
+                    last_error=sa.bindparam("last_error"),
+                    updated_at=sa.bindparam("updated_at"),
+                    finished_at=sa.bindparam("finished_at"),
+                ),
+                updates,
+            )
+            logged = [s for s in settled if s.attempt.subscription in state]  # not deleted
+            if logged:
+                connection.execute(
+                    attempts.insert(),
+                    [
+                        {
+                            "message_id": s.attempt.message_id,
+                            "subscription": s.attempt.subscription,
+                            "attempted_at": _utc(s.attempt.attempted_at),
+                            "status_code": s.attempt.status_code,
+                            "outcome": s.attempt.outcome,
+                            "latency_ms": s.attempt.latency_ms,
+                            "error": (s.attempt.error or "")[:500] or None,
+                            "response_excerpt": (s.attempt.response_excerpt or "")[:512] or None,
+                        }
+                        for s in logged
+                    ],
+                )
+            for name, (active, count) in state.items():
+                if [active, count] == before[name]:
+                    continue
+                values: dict[str, Any] = {"consecutive_failures": count, "updated_at": now}
+                if name in report.disabled:
+                    values.update(
+                        active=False, disabled_reason=report.disabled[name][:500], disabled_at=now
+                    )
+                connection.execute(
+                    subscriptions.update().where(subscriptions.c.name == name).values(**values)
+                )
+            pause_pending(connection, sorted(report.disabled), now)
+        return report
+
+    def release(self, message_ids: Sequence[str], *, now: datetime | None = None) -> None:
+        """Hand claimed deliveries back unattempted (due now), e.g. when their sender stops."""
+        now = _utc(now or datetime.now(timezone.utc))
+        with self._store.begin() as connection:
+            for chunk in _chunks(message_ids):
+                connection.execute(
+                    deliveries.update()
+                    .where(deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending")
+                    .values(status="pending", next_attempt_at=now, updated_at=now)
+                )
+            pause_stranded(connection, now)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def get(self, message_id: str) -> Delivery:
+        """Return one delivery."""
+        with self._store.read() as connection:
+            row = connection.execute(
+                sa.select(deliveries).where(deliveries.c.message_id == message_id)
+            ).first()
+        if row is None:
+            raise DeliveryNotFoundError(message_id)
+        return _delivery(row)
+
+    def find(
+        self,
+        *,
+        subscription: str | None = None,
+        statuses: Sequence[str] | None = None,
+        publication: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int | None = 100,
+    ) -> list[Delivery]:
+        """Return deliveries, oldest first, selected by subscription, status, publication and
+        creation time (``since`` inclusive, ``until`` exclusive)."""
+        query = sa.select(deliveries).order_by(deliveries.c.created_at, deliveries.c.id)
+        query = query.where(*self._filters(subscription, statuses, publication, since, until))
+        if limit is not None:
+            query = query.limit(limit)
+        with self._store.read() as connection:
+            return [_delivery(row) for row in connection.execute(query)]
+
+    def attempts(self, message_id: str) -> list[Attempt]:
+        """Return a delivery's attempts, oldest first."""
+        with self._store.read() as connection:
+            rows = connection.execute(
+                sa.select(attempts)
+                .where(attempts.c.message_id == message_id)
+                .order_by(attempts.c.attempted_at, attempts.c.id)
+            ).all()
+        return [
+            Attempt(
+                message_id=row.message_id,
+                subscription=row.subscription,
+                attempted_at=_aware(row.attempted_at),  # type: ignore[arg-type]
+                outcome=row.outcome,
+                status_code=row.status_code,
+                latency_ms=row.latency_ms,
+                error=row.error,
+                response_excerpt=row.response_excerpt,
+            )
+            for row in rows
+        ]
+
+    def counts(
+        self,
+        *,
+        publication: str | None = None,
+        subscription: str | None = None,
+        message_ids: Sequence[str] | None = None,
+    ) -> tuple[dict[str, int], datetime | None]:
+        """Return the number of deliveries per status, and the earliest pending next attempt."""
+        counts = dict.fromkeys(STATUSES, 0)
+        earliest: datetime | None = None
+        base = self._filters(subscription, None, publication, None, None)
+        groups = (
+            [[*base, deliveries.c.message_id.in_(chunk)] for chunk in _chunks(message_ids)]
+            if message_ids is not None
+            else [base]
+        )
+        with self._store.read() as connection:
+            for where in groups:
+                for status, count in connection.execute(
+                    sa.select(deliveries.c.status, sa.func.count())
+                    .where(*where)
+                    .group_by(deliveries.c.status)
+                ):
+                    counts[status] += int(count)
+                first = _aware(
+                    connection.scalar(
+                        sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+                            *where, deliveries.c.status.in_(("pending", "sending"))
+                        )
+                    )
+                )
+                if first is not None and (earliest is None or first < earliest):
+                    earliest = first
+        return counts, earliest
+
+    @staticmethod
+    def _filters(
+        subscription: str | None,
+        statuses: Sequence[str] | None,
+        publication: str | None,
+        since: datetime | None,
+        until: datetime | None,
+    ) -> list[Any]:
+        where: list[Any] = []
+        if subscription is not None:
+            where.append(deliveries.c.subscription == subscription)
+        if statuses is not None:
+            where.append(deliveries.c.status.in_(list(statuses)))
+        if publication is not None:
+            where.append(deliveries.c.publication == publication)
+        if since is not None:
+            where.append(deliveries.c.created_at >= _utc(since))
+        if until is not None:
+            where.append(deliveries.c.created_at < _utc(until))
+        return where
+
+    # --- replay ----------------------------------------------------------------------------------
+
+    def replay(
+        self,
+        *,
+        message_id: str | None = None,
+        subscription: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        statuses: Sequence[str] = FINAL_FAILURES,
+        now: datetime | None = None,
+    ) -> list[str]:
+        """Reset deliveries for a fresh round of attempts, due now; return their ids.
+
+        One delivery (``message_id``, whatever its status but ``sending``), or a
+        subscription's deliveries in ``statuses`` created in ``[since, until)``. Deliveries
+        of a subscription that is not active become ``paused`` instead: they go out when it is
+        enabled.
+        """
+        if (message_id is None) == (subscription is None):
+            raise ValueError("replay one delivery (message_id) or a subscription's, not both")
+        now = _utc(now or datetime.now(timezone.utc))
+        if message_id is not None:
+            where = [deliveries.c.message_id == message_id, deliveries.c.status != "sending"]
+        else:
+            where = self._filters(subscription, statuses, None, since, until)
+        with self._store.begin() as connection:
+            rows = connection.execute(
+                sa.select(deliveries.c.message_id, deliveries.c.subscription).where(*where)
+            ).all()
+            if message_id is not None and not rows:
+                exists = connection.scalar(
+                    sa.select(deliveries.c.status).where(deliveries.c.message_id == message_id)
+                )
+                if exists is None:
+                    raise DeliveryNotFoundError(message_id)
+                raise ValueError(f"delivery {message_id} is being sent right now")
+            names = sorted({name for _, name in rows})
+            active = {
+                name: bool(flag)
+                for name, flag in connection.execute(
+                    sa.select(subscriptions.c.name, subscriptions.c.active).where(
+                        subscriptions.c.name.in_(names)
+                    )
+                )
+            }
+            ids = [mid for mid, _ in rows]
+            for name in names:
+                mine = [mid for mid, owner in rows if owner == name]
+                running = active.get(name, False)
+                for chunk in _chunks(mine):
+                    connection.execute(
+                        deliveries.update()
+                        .where(deliveries.c.message_id.in_(chunk), deliveries.c.status != "sending")
+                        .values(
+                            status="pending" if running else "paused",
+                            attempts=0,
+                            next_attempt_at=now if running else None,
+                            finished_at=None,
+                            updated_at=now,
+                        )
+                    )
+        return ids
