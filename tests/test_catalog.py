@@ -360,3 +360,10 @@ def test_docs_list_every_event_with_its_kind() -> None:
         assert f"| `{event.name}` | `{event.kind}` |" in text, event.name
     for kind in CANONICAL_KINDS:
         assert f"| `{kind}` |" in text, kind
+
+
+def test_sample_is_a_fresh_copy_each_time() -> None:
+    event = CATALOG.event("rkt", "lead.captured")
+    first = event.sample
+    first["data"]["email"] = "changed@example.com"
+    assert event.sample["data"]["email"] == "john@example.com"

@@ -17,6 +17,7 @@ Event patterns use ``*`` as the only wildcard; it matches any run of characters,
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import re
@@ -135,9 +136,14 @@ class EventType:
     kind: str
     description: str
     schema: Mapping[str, Any] = field(repr=False)
-    sample: Mapping[str, Any] = field(repr=False)
+    example: Mapping[str, Any] = field(repr=False)
     _check: Callable[[Any], Any] = field(repr=False, compare=False)
     _explainer: jsonschema.protocols.Validator = field(repr=False, compare=False)
+
+    @property
+    def sample(self) -> dict[str, Any]:
+        """A valid payload of this event: a fresh copy each time, free to change."""
+        return copy.deepcopy(dict(self.example))
 
     def validate(self, payload: Any) -> None:
         """Raise :class:`PayloadValidationError` unless ``payload`` is valid for this type."""
@@ -229,7 +235,7 @@ class Catalog:
                 kind=kind,
                 description=doc.get("description", ""),
                 schema=doc,
-                sample=doc["examples"][0],
+                example=doc["examples"][0],
                 _check=fastjsonschema.compile(doc, handlers=handlers, use_formats=False),
                 _explainer=jsonschema.Draft7Validator(doc, registry=registry),
             )
