@@ -31,6 +31,8 @@ from sqlalchemy.engine import Connection
 
 from airhook.store.engine import Store
 from airhook.store.tables import attempts, deliveries, subscriptions
+from airhook.store.times import aware as _aware
+from airhook.store.times import to_utc as _utc
 
 __all__ = [
     "FINAL_FAILURES",
@@ -59,20 +61,6 @@ class DeliveryNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return f"no delivery {self.args[0]!r}" if self.args else "no such delivery"
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every time airhook writes is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _utc(value: datetime) -> datetime:
-    """``value`` in UTC: SQLite compares times as text, so every time goes in as UTC."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:

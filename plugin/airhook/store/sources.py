@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -20,6 +20,8 @@ from airhook.secrets import Secret, SecretPair
 from airhook.source import Source
 from airhook.store.engine import Store
 from airhook.store.tables import sources
+from airhook.store.times import aware as _aware
+from airhook.store.times import utc_now as _now
 
 __all__ = ["Cipher", "SourceExistsError", "SourceNotFoundError", "SourceRepository"]
 
@@ -42,17 +44,6 @@ class SourceNotFoundError(KeyError):
     def __str__(self) -> str:
         # KeyError's own str() is the repr of its key ("'name'"), which says nothing to a user.
         return f"no source named {self.args[0]!r}" if self.args else "no such source"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every time airhook writes is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 class SourceRepository:

@@ -8,7 +8,6 @@ hold only what a listing may show (the URL's origin, the header names).
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,6 +18,9 @@ from airhook.store.engine import Store
 from airhook.store.outbox import pause_pending, resume_paused
 from airhook.store.sources import Cipher
 from airhook.store.tables import attempts, deliveries, subscriptions
+from airhook.store.times import aware as _aware
+from airhook.store.times import to_utc as _utc
+from airhook.store.times import utc_now as _now
 from airhook.subscription import Subscription
 
 __all__ = [
@@ -38,25 +40,6 @@ class SubscriptionNotFoundError(KeyError):
     def __str__(self) -> str:
         # KeyError's own str() is the repr of its key, which says nothing to a user.
         return f"no subscription named {self.args[0]!r}" if self.args else "no such subscription"
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    # SQLite hands back naive datetimes; every time airhook writes is UTC.
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 class SubscriptionRepository:
