@@ -24,7 +24,10 @@ import hmac
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -40,10 +43,17 @@ import sqlalchemy as sa
 import standardwebhooks
 import uvicorn
 from cryptography.fernet import Fernet
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from airhook.access import BasicCredentials
 from airhook.catalog import load_catalog
-from airhook.receiver.app import ReceiverRuntime, create_app
+from airhook.receiver.app import (
+    STANDALONE_PREFIX,
+    ReceiverRuntime,
+    create_app,
+    create_standalone_app,
+)
 from airhook.receiver.source_cache import SourceCache
 from airhook.receiver.writer import GroupCommitWriter
 from airhook.secrets import Secret, SecretPair
@@ -454,6 +464,33 @@ def test_receiver_without_a_runtime_answers_503(server: tuple[_CurrentApp, str])
 
     assert response.status_code == 503
     assert response.json() == {"error": "receiver_unavailable"}
+
+
+def test_delivery_through_a_mount_like_the_api_servers_is_received(
+    receiver: Receiver, server: tuple[_CurrentApp, str]
+) -> None:
+    # Airflow mounts the app at /airhook: the shortcut past FastAPI's stack must match the path
+    # without the mount's root_path, as the router does, and the router must still answer 405.
+    current, base = server
+    current.app = Starlette(routes=[Mount("/airhook", app=receiver.app)])
+    mounted = base.replace("/webhooks/", "/airhook/webhooks/")
+    source, secret = make_source("rkt")
+    receiver.add(source)
+    body = body_of("rkt")
+    headers = {"Content-Type": "application/json", **signed("rkt", secret, body)}
+
+    accepted = receiver.session.post(mounted + "rkt", data=body, headers=headers, timeout=30)
+    unknown = receiver.session.post(mounted + "nosuch", data=body, headers=headers, timeout=30)
+    patch = receiver.session.patch(mounted + "rkt", data=body, headers=headers, timeout=30)
+    nested = receiver.session.post(mounted + "rkt/more", data=body, headers=headers, timeout=30)
+
+    assert accepted.status_code == 202, accepted.text
+    assert [e.id for e in receiver.events("rkt")] == [accepted.json()["id"]]
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "unknown_source"}
+    assert patch.status_code == 405
+    assert nested.status_code == 404
+    assert receiver.rows() == 1
 
 
 # --- signatures and timestamps -------------------------------------------------------------
@@ -1107,3 +1144,217 @@ def test_store_failure_answers_503_with_retry_after_then_recovers(
     assert [e.id for e in receiver.events("rkt")] == [retried.json()["id"]]
     with receiver.store.read() as connection:
         assert connection.scalar(sa.select(sa.func.count()).select_from(inbox_table)) == 1
+
+
+# --- the standalone receiver: python -m airhook.receiver -------------------------------------
+
+#: Seconds the standalone receiver may take to start (it imports Airflow's configuration).
+STANDALONE_START_SECONDS = 90
+
+
+class Standalone:
+    """``python -m airhook.receiver`` in a process group of its own, on 127.0.0.1."""
+
+    def __init__(self, store: Store, home: Any, *extra_args: str) -> None:
+        self.port = _free_port()
+        self.base = f"http://127.0.0.1:{self.port}/airhook/"
+        self.key = Fernet.generate_key().decode()
+        self.log_path = home / "standalone.log"
+        # Only this test's settings: nothing of the caller's Airflow configuration leaks in.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
+        env.update(
+            AIRFLOW_HOME=str(home),
+            AIRFLOW__CORE__FERNET_KEY=self.key,
+            AIRFLOW__CORE__LOAD_EXAMPLES="False",
+            AIRFLOW__AIRHOOK__DATABASE_URL=store.url,
+            AIRFLOW__AIRHOOK__SOURCE_CACHE_SECONDS="0.2",
+        )
+        self.env = env
+        self.args = [
+            sys.executable,
+            "-m",
+            "airhook.receiver",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            *extra_args,
+        ]
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log_file:
+            self.process = subprocess.Popen(
+                self.args,
+                env=self.env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + STANDALONE_START_SECONDS
+        while True:
+            assert self.process.poll() is None, f"it exited:\n{self.log()}"
+            try:
+                health = requests.get(self.base + "receiver/health", timeout=2)
+            except requests.ConnectionError:
+                health = None
+            if health is not None and health.status_code == 200:
+                return
+            assert time.monotonic() < deadline, f"no health in time:\n{self.log()}"
+            time.sleep(0.2)
+
+    def stop(self) -> int | None:
+        """Stop its process group (SIGTERM, then SIGKILL); return its exit status."""
+        process = self.process
+        if process is None:
+            return None
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+        return process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def standalone_home(tmp_path: Any) -> Any:
+    home = tmp_path / "airflow-home"
+    home.mkdir()
+    return home
+
+
+def _add_source(store: Store, key: str, profile: str) -> str:
+    source, secret = make_source(profile)
+    SourceRepository(store, Fernet(key.encode())).create(source)
+    return secret
+
+
+def test_standalone_receiver_records_a_signed_delivery_and_answers_404_for_no_source(
+    store: Store, standalone_home: Any
+) -> None:
+    standalone = Standalone(store, standalone_home)
+    secret = _add_source(store, standalone.key, "standard")
+    body = body_of("standard")
+    standalone.start()
+    try:
+        accepted = requests.post(
+            standalone.base + "webhooks/standard",
+            data=body,
+            headers={"Content-Type": "application/json", **signed("standard", secret, body)},
+            timeout=30,
+        )
+        unknown = requests.post(
+            standalone.base + "webhooks/nosuch",
+            data=body,
+            headers={"Content-Type": "application/json", **signed("standard", secret, body)},
+            timeout=30,
+        )
+        # Airflow's authenticated stats route is the API server's only.
+        stats = requests.get(standalone.base + "receiver/stats", timeout=30)
+    finally:
+        status = standalone.stop()
+
+    assert accepted.status_code == 202, accepted.text
+    assert unknown.status_code == 404
+    assert unknown.json() == {"error": "unknown_source"}
+    assert stats.status_code == 404
+    [recorded] = InboxRepository(store).find("standard")
+    assert recorded.id == accepted.json()["id"]
+    assert recorded.body == body.decode()
+    assert recorded.dispatched_at is None
+    # Its dispatcher is off: it never asked for the dispatcher's lease (the API server's job).
+    with store.read() as connection:
+        holders = connection.execute(sa.text("SELECT name FROM airhook_lease")).all()
+    assert holders == []
+    log = standalone.log()
+    # A graceful stop on SIGTERM (uvicorn re-raises the signal once it has shut down).
+    assert status in (0, -signal.SIGTERM), log
+    assert "Application shutdown complete" in log
+    assert "airhook rejected a delivery to _unknown: 404 unknown_source" in log
+    assert secret not in log
+    assert not any(marker in log for marker in PAYLOAD_MARKERS)
+
+
+def test_standalone_receiver_with_two_workers_records_each_delivery_once(
+    store: Store, standalone_home: Any
+) -> None:
+    standalone = Standalone(store, standalone_home, "--workers", "2")
+    secret = _add_source(store, standalone.key, "rkt")
+    copies = body_of("rkt")
+    unique = [
+        dumps({**PAYLOADS["rkt"][0], "timestamp": f"2026-03-26T15:{n:02d}:00.000Z"})
+        for n in range(20)
+    ]
+    standalone.start()
+    try:
+        local = threading.local()
+
+        def deliver(body: bytes) -> requests.Response:
+            if not hasattr(local, "session"):
+                local.session = requests.Session()
+            return local.session.post(
+                standalone.base + "webhooks/rkt",
+                data=body,
+                headers={"Content-Type": "application/json", **signed("rkt", secret, body)},
+                timeout=30,
+            )
+
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(deliver, [copies] * 20 + unique))
+    finally:
+        standalone.stop()
+
+    first = responses[:20]
+    assert sorted(r.status_code for r in first) == [200] * 19 + [202]
+    assert len({r.json()["id"] for r in first}) == 1
+    assert [r.status_code for r in responses[20:]] == [202] * 20
+    recorded = InboxRepository(store).find("rkt")
+    assert len(recorded) == 21
+    assert {e.id for e in recorded} == {r.json()["id"] for r in responses}
+
+
+def test_standalone_receiver_that_cannot_start_exits_with_an_error(
+    standalone_home: Any,
+) -> None:
+    # No Fernet key: the sources' secrets cannot be read, so it must not pretend to receive.
+    store = Store(f"sqlite:///{standalone_home / 'airhook.db'}")
+    standalone = Standalone(store, standalone_home)
+    standalone.env.pop("AIRFLOW__CORE__FERNET_KEY")
+    with standalone.log_path.open("ab") as log_file:
+        process = subprocess.run(
+            standalone.args,
+            env=standalone.env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            timeout=STANDALONE_START_SECONDS,
+            start_new_session=True,
+            check=False,
+        )
+    store.dispose()
+
+    assert process.returncode == 3  # uvicorn's status for a failed start-up
+    assert "airhook receiver could not start" in standalone.log()
+
+
+def test_standalone_app_serves_under_the_plugin_url_prefix() -> None:
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"Using `httpx` with `starlette.testclient` is deprecated"
+        )
+        from airhook.plugin import URL_PREFIX
+
+    assert STANDALONE_PREFIX == URL_PREFIX
+    paths = {getattr(route, "path", None) for route in create_standalone_app().routes}
+    assert f"{URL_PREFIX}/webhooks/{{source_name}}" in paths
+    assert f"{URL_PREFIX}/receiver/health" in paths

@@ -32,6 +32,27 @@ def _resolve(future: asyncio.Future[Recorded], result: Recorded | None, error: A
         future.set_result(result)  # type: ignore[arg-type]
 
 
+def _resolve_all(outcomes: list[tuple[asyncio.Future[Recorded], Recorded | None, Any]]) -> None:
+    for future, result, error in outcomes:
+        _resolve(future, result, error)
+
+
+def _hand_back(batch: list[_Item], results: list[Recorded | None], error: Any) -> None:
+    """Resolve each request's future in its own event loop: one wake-up per loop and batch.
+
+    ``call_soon_threadsafe`` writes to the loop's self-pipe; once per request that was a system
+    call and a loop iteration each, now it is one per batch (each process has one loop).
+    """
+    by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
+    for (_, loop, future), result in zip(batch, results, strict=True):
+        by_loop.setdefault(loop, []).append((future, result, error))
+    for loop, outcomes in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve_all, outcomes)
+        except RuntimeError:  # that loop is closed: its requests are gone
+            log.debug("airhook writer: an event loop closed before its answers")
+
+
 def _describe(error: BaseException) -> str:
     """Name a store error by the driver's exception type and error code, never its message."""
     origin = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
@@ -104,10 +125,8 @@ class GroupCommitWriter:
                 len(batch),
                 _describe(exc),
             )
-            for _, loop, future in batch:
-                loop.call_soon_threadsafe(_resolve, future, None, exc)
+            _hand_back(batch, [None] * len(batch), exc)
             return
-        for (_, loop, future), outcome in zip(batch, outcomes, strict=True):
-            loop.call_soon_threadsafe(_resolve, future, outcome, None)
+        _hand_back(batch, list(outcomes), None)
         if any(outcome.status == "created" for outcome in outcomes):
             self._on_commit()
