@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Literal
 
 import orjson
@@ -13,6 +13,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from airhook.store.engine import Store
 from airhook.store.tables import inbox
+from airhook.store.times import aware as _aware
+from airhook.store.times import to_utc as _utc
 
 __all__ = ["InboxEvent", "InboxRepository", "NewEvent", "Recorded"]
 
@@ -79,23 +81,6 @@ class InboxEvent:
             "received_at": self.received_at.isoformat(),
             "payload": self.payload(),
         }
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
-
-
-def _utc(value: datetime) -> datetime:
-    """Return ``value`` in UTC (naive: taken as UTC already).
-
-    SQLite keeps times as text without their offset: a time in another zone would be stored and
-    compared as its wall-clock reading, hours off. Every time goes in as UTC.
-    """
-    if value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
 
 
 def _event(row: Any) -> InboxEvent:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from airhook.store.engine import Store
 from airhook.store.tables import leases
+from airhook.store.times import aware, to_utc, utc_now
 
 __all__ = ["LeaseRepository"]
 
@@ -21,11 +22,8 @@ class LeaseRepository:
 
     def acquire(self, name: str, holder: str, ttl: float, now: datetime | None = None) -> bool:
         """Take or renew the lease ``name`` for ``holder``; return whether ``holder`` has it."""
-        now = now or datetime.now(timezone.utc)
         # UTC always: SQLite compares the stored times as text, without their offset.
-        now = (
-            now.replace(tzinfo=timezone.utc) if now.tzinfo is None else now.astimezone(timezone.utc)
-        )
+        now = to_utc(now or utc_now())
         expires = now + timedelta(seconds=ttl)
         try:
             with self._store.begin() as connection:
@@ -58,14 +56,12 @@ class LeaseRepository:
 
     def holder(self, name: str) -> str | None:
         """Return who holds the lease now (None if nobody or it expired)."""
-        now = datetime.now(timezone.utc)
+        now = utc_now()
         with self._store.read() as connection:
             row = connection.execute(
                 sa.select(leases.c.holder, leases.c.expires_at).where(leases.c.name == name)
             ).first()
         if row is None:
             return None
-        expires = (
-            row.expires_at if row.expires_at.tzinfo else row.expires_at.replace(tzinfo=timezone.utc)
-        )
-        return row.holder if expires >= now else None
+        expires = aware(row.expires_at)
+        return row.holder if expires is not None and expires >= now else None
