@@ -25,6 +25,7 @@ from airflow.sdk import BaseOperator
 from airhook.errors import PayloadError
 from airhook.fanout import DEFAULT_CONCURRENCY, DeliveryEngine, Event, Summary
 from airhook.outbound import message_id
+from airhook.triggers import MIN_DEFER_SECONDS, SETTLE_SECONDS
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -163,8 +164,8 @@ class PublishEventOperator(BaseOperator):
         platform: str | None = None,
         subscriptions: Sequence[str] | None = None,
         fail_on_dead_letter: bool = False,
-        min_defer_seconds: float = 10.0,
-        settle_seconds: float = 15.0,
+        min_defer_seconds: float = MIN_DEFER_SECONDS,
+        settle_seconds: float = SETTLE_SECONDS,
         concurrency: int = DEFAULT_CONCURRENCY,
         database_url: str | None = None,
         **kwargs: Any,

@@ -22,6 +22,7 @@ from airhook import outbound
 from airhook.errors import AirhookError, DeliveryError, TemplateRenderError
 from airhook.hooks.webhook import ALLOWED_METHODS, DEFAULT_RETRY_POLICY, Attempt, WebhookHook
 from airhook.outbound import Outcome, RetryPolicy
+from airhook.triggers import MIN_DEFER_SECONDS
 from airhook.triggers.delay import WebhookDelayTrigger
 
 if TYPE_CHECKING:
@@ -111,7 +112,7 @@ class WebhookOperator(BaseOperator):
         delivery_policy: RetryPolicy | None = None,
         timeout: float | None = None,
         deferrable: bool = True,
-        min_defer_seconds: float = 10.0,
+        min_defer_seconds: float = MIN_DEFER_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)

@@ -9,6 +9,7 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException
 
+from airhook.triggers import SETTLE_SECONDS
 from airhook.triggers.event import WebhookEventTrigger
 
 __all__ = ["WebhookEventSensor"]
@@ -59,7 +60,7 @@ class WebhookEventSensor(BaseSensorOperator):
         match: Mapping[str, Any] | None = None,
         received_after: datetime | str | None = None,
         poll_interval: float = 2.0,
-        settle_seconds: float = 15.0,
+        settle_seconds: float = SETTLE_SECONDS,
         deferrable: bool = True,
         database_url: str | None = None,
         **kwargs: Any,
