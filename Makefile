@@ -6,7 +6,7 @@ PYVER := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.ve
 CONSTRAINTS := constraints/constraints-$(PYVER).txt
 STAMP := $(VENV)/.installed-$(PYVER)
 
-.PHONY: install test lint demo bench bench-receiver bench-outbound constraints clean
+.PHONY: install test lint demo bench bench-receiver bench-outbound bench-dispatch constraints clean
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ bench-receiver: $(STAMP)
 
 bench-outbound: $(STAMP)
 	$(PY) bench/outbound.py
+
+bench-dispatch: $(STAMP)
+	$(PY) bench/dispatch.py
 
 constraints: $(STAMP)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new

@@ -218,6 +218,79 @@ report["payload_limit"] = {
     "small": [e["extra"] for e in asset_events()[small]],
 }
 
+# --- 6: a batch with several events per asset -------------------------------------------------
+leads = [
+    record("rkt", "lead.captured", "lead.captured", {"event": "lead.captured", "data": {"n": i}})
+    for i in range(4)
+]
+starts = [
+    record("rkt", "session.created", "conversation.started", {"event": "session.created", "n": i})
+    for i in range(3)
+]
+
+
+def count_asset_events():
+    with create_session() as session:
+        return session.scalar(sa.select(sa.func.count()).select_from(AssetEvent))
+
+
+emitted = []
+
+
+def hear(asset_event):
+    event_id = asset_event.extra["airhook_event_id"]
+    emitted.append([asset_event.asset.name, event_id, count_asset_events()])
+
+
+real_register = asset_manager.register_asset_change
+registered = []
+
+
+def counting_register(**kwargs):
+    registered.append(kwargs["asset"].name)
+    return real_register(**kwargs)
+
+
+before = count_asset_events()
+with mock.patch.object(AssetManager, "nofity_asset_event_emitted", staticmethod(hear)):
+    with mock.patch.object(asset_manager, "register_asset_change", side_effect=counting_register):
+        handled = Dispatcher(store).dispatch_once()
+after = count_asset_events()
+with create_session() as session:
+    rows = session.execute(
+        sa.select(AssetModel.name, AssetEvent.extra, AssetEvent.timestamp, AssetEvent.asset_id)
+        .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+        .order_by(AssetEvent.timestamp, AssetEvent.id)
+    ).all()
+    ours = set(leads + starts)
+    order, newest = {}, {}
+    for name, extra, stamp, asset_id in rows:
+        if extra.get("airhook_event_id") in ours:
+            order.setdefault(name, []).append(extra["airhook_event_id"])
+            newest[asset_id] = max(stamp, newest.get(asset_id, stamp))
+    queue_behind = [
+        [row.target_dag_id, row.created_at.isoformat(), newest[row.asset_id].isoformat()]
+        for row in session.scalars(sa.select(AssetDagRunQueue))
+        if row.asset_id in newest and row.created_at < newest[row.asset_id]
+    ]
+    queue_rows = sorted(
+        [row.asset_id, row.target_dag_id]
+        for row in session.scalars(sa.select(AssetDagRunQueue))
+        if row.asset_id in newest
+    )
+report["many_per_asset"] = {
+    "manager": type(asset_manager).__name__,
+    "handled": handled,
+    "created": after - before,
+    "order": order,
+    "expected_order": {"leads": leads, "starts": starts},
+    "queue_behind_newest_event": queue_behind,
+    "queue_rows": queue_rows,
+    "registered": sorted(registered),
+    "emitted": emitted,
+    "count_after": after,
+}
+
 # --- 5: two running dispatchers, one lease ------------------------------------------------------
 one, two = Dispatcher(store, poll_seconds=0.05), Dispatcher(store, poll_seconds=0.05)
 one.start()
@@ -255,9 +328,24 @@ def _env(home: Path, dags: Path) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """Run the scenarios against a freshly migrated Airflow; return what the script saw."""
+CUSTOM_MANAGER = """
+from airflow.assets.manager import AssetManager
+
+
+class PerEventAssetManager(AssetManager):
+    \"\"\"A deployment's own asset manager: airhook must call it for every event.\"\"\"
+"""
+
+
+@pytest.fixture(scope="module", params=["airflow", "custom"])
+def report(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """Run the scenarios against a freshly migrated Airflow; return what the script saw.
+
+    Twice: with Airflow's own asset manager (the batched path) and with a configured subclass
+    (``[core] asset_manager_class``), which gets one ``register_asset_change`` call per event.
+    """
     root = tmp_path_factory.mktemp("dispatch")
     home, dags = root / "airflow", root / "dags"
     dags.mkdir()
@@ -266,6 +354,10 @@ def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     script = root / "scenarios.py"
     script.write_text(SCRIPT)
     env = _env(home, dags)
+    if request.param == "custom":
+        (root / "custom_asset_manager.py").write_text(CUSTOM_MANAGER)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
+        env["AIRFLOW__CORE__ASSET_MANAGER_CLASS"] = "custom_asset_manager.PerEventAssetManager"
     url = f"sqlite:///{root / 'airhook.db'}"
     for args in (["-m", "airflow", "db", "migrate"], [str(script), url]):
         result = subprocess.run(
@@ -420,6 +512,69 @@ def test_two_running_dispatchers_dispatch_each_event_once(report: dict[str, Any]
     running = report["running"]
     assert running["undispatched"] == 0
     assert running["asset_events_per_event"] == [2]
+
+
+# --- several events per asset in one batch ---------------------------------------------------
+
+LEAD_ASSET, SOURCE_ASSET, KIND_ASSET = (
+    "airhook://rkt/lead.captured",
+    "airhook://rkt",
+    "airhook-kind://conversation.started",
+)
+
+
+def test_several_events_per_asset_become_one_asset_event_each_in_inbox_order(
+    report: dict[str, Any],
+) -> None:
+    many = report["many_per_asset"]
+    leads, starts = many["expected_order"]["leads"], many["expected_order"]["starts"]
+    assert many["handled"] == 7
+    assert many["created"] == 14  # each event on its source's asset and on one more
+    assert many["order"] == {
+        SOURCE_ASSET: leads + starts,
+        LEAD_ASSET: leads,
+        KIND_ASSET: starts,
+    }
+
+
+def test_the_dag_run_queue_is_never_behind_the_newest_event_of_its_asset(
+    report: dict[str, Any],
+) -> None:
+    many = report["many_per_asset"]
+    assert many["queue_behind_newest_event"] == []
+    assert sorted(dag for _, dag in many["queue_rows"]) == [
+        "conversations",
+        "rkt_everything",
+        "rkt_leads",
+    ]
+
+
+def test_listeners_hear_of_every_asset_event_once_and_only_after_the_commit(
+    report: dict[str, Any],
+) -> None:
+    many = report["many_per_asset"]
+    leads, starts = many["expected_order"]["leads"], many["expected_order"]["starts"]
+    expected = sorted(
+        [[SOURCE_ASSET, i] for i in leads + starts]
+        + [[LEAD_ASSET, i] for i in leads]
+        + [[KIND_ASSET, i] for i in starts]
+    )
+    assert sorted([name, event_id] for name, event_id, _ in many["emitted"]) == expected
+    # every listener call saw all of the batch's asset events already committed
+    assert {seen for _, _, seen in many["emitted"]} == {many["count_after"]}
+
+
+def test_airflows_manager_is_called_once_per_asset_and_a_custom_one_once_per_event(
+    report: dict[str, Any],
+) -> None:
+    many = report["many_per_asset"]
+    if many["manager"] == "AssetManager":
+        assert many["registered"] == sorted([SOURCE_ASSET, LEAD_ASSET, KIND_ASSET])
+    else:
+        assert many["manager"] == "PerEventAssetManager"
+        assert many["registered"] == sorted(
+            [SOURCE_ASSET] * 7 + [LEAD_ASSET] * 4 + [KIND_ASSET] * 3
+        )
 
 
 # --- without Airflow: the extra and the lease ------------------------------------------------
