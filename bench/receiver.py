@@ -101,6 +101,8 @@ from fastapi.responses import Response
 
 from airhook.catalog import load_catalog
 from airhook.devstack import AirflowStack, free_port
+from airhook.store.tables import inbox as inbox_table
+from airhook.store.times import aware
 
 #: wrk's concurrency: connections and threads.
 CONNECTIONS = 32
@@ -159,6 +161,30 @@ def {DAG_ID}():
 
 
 {DAG_ID}()
+'''
+
+NOOP_PREFIX = "/bench-noop"
+NOOP_PATH = f"{NOOP_PREFIX}/webhooks/{SOURCE}"
+# The ceiling of any plugin route in the API server: a plugin whose FastAPI app reads the body and
+# answers 202, mounted the way airhook's receiver is (``fastapi_apps``), behind the same middleware.
+NOOP_PLUGIN = f'''"""bench/receiver.py's no-op plugin route: the API server's cost per request."""
+
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+
+app = FastAPI()
+
+
+@app.post("/webhooks/{{source_name}}")
+async def accept(source_name: str, request: Request) -> Response:
+    await request.body()
+    return Response(b'{{"status":"accepted"}}', status_code=202, media_type="application/json")
+
+
+class BenchNoopPlugin(AirflowPlugin):
+    name = "airhook_bench_noop"
+    fastapi_apps = [{{"app": app, "url_prefix": "{NOOP_PREFIX}", "name": "bench no-op"}}]
 '''
 
 # The wrk script. Each thread reads the pre-generated set (line 1: body before the id, line 2:
@@ -631,7 +657,9 @@ def ack_to_asset_series(base_url: str, home: Path, deliveries: Deliveries) -> Se
 # --- the servers ---------------------------------------------------------------------------
 
 
-def start_airflow(workdir: Path, secret: str, store_url: str | None) -> AirflowStack:
+def start_airflow(
+    workdir: Path, secret: str, store_url: str | None, extra_env: dict[str, str] | None = None
+) -> AirflowStack:
     """Migrate, create the source, start the API server and parse the listening DAG."""
     dags = workdir / "dags"
     dags.mkdir()
@@ -642,8 +670,14 @@ def start_airflow(workdir: Path, secret: str, store_url: str | None) -> AirflowS
         airhook_url=store_url,
         # The default (devstack polls faster): how soon the API server's dispatcher sees events
         # another process (the standalone receiver) recorded.
-        extra_env={"AIRFLOW__AIRHOOK__DISPATCH_POLL_SECONDS": DISPATCH_POLL_SECONDS},
+        extra_env={
+            "AIRFLOW__AIRHOOK__DISPATCH_POLL_SECONDS": DISPATCH_POLL_SECONDS,
+            **(extra_env or {}),
+        },
     )
+    plugins = stack.home / "plugins"
+    plugins.mkdir(parents=True, exist_ok=True)
+    (plugins / "airhook_bench_noop.py").write_text(NOOP_PLUGIN)
     stack.migrate()
     for name in (SOURCE, FREE_SOURCE):
         stack.airhook(
@@ -806,6 +840,8 @@ class Drain:
     at_end: int  # not yet asset events when the load stopped
     left: int  # still not, when we stopped waiting
     waited_s: float
+    # per dispatched event of the run: its asset event's timestamp - the inbox row's received_at
+    to_asset_ms: list[float] = field(default_factory=list)
 
     @property
     def during_per_s(self) -> float:
@@ -824,21 +860,49 @@ class Drain:
             if not self.left
             else f"{self.left:,} still waiting {self.waited_s:.0f} s after the load"
         )
+        latency = (
+            f"; received → asset event, every event of the run: p50 "
+            f"{percentile(self.to_asset_ms, 50):.0f} ms, p99 {percentile(self.to_asset_ms, 99):.0f}"
+            f" ms, max {max(self.to_asset_ms):.0f} ms"
+            if self.to_asset_ms
+            else ""
+        )
         return (
             f"{self.at_end:,} of the run's {self.rows:,} events were not yet asset events when "
             f"the load stopped ({self.during_per_s:,.0f}/s dispatched during the load); {done} "
-            f"({self.after_per_s:,.0f}/s after it)"
+            f"({self.after_per_s:,.0f}/s after it){latency}"
         )
 
 
-def drain(store_url: str, nonce: str, rows: int, timeout: float) -> Drain:
-    """Wait up to ``timeout`` seconds for the run's events to become asset events."""
+def drain(store_url: str, home: Path, nonce: str, rows: int, timeout: float) -> Drain:
+    """Wait up to ``timeout`` seconds for the run's events to become asset events.
+
+    Then time each of them: the asset event's ``timestamp`` (Airflow's, when the dispatcher
+    inserted it) minus the inbox row's ``received_at`` (taken when the request arrived, before
+    its commit and 202): an upper bound of ack → asset event for every event of the load.
+    """
     began = time.monotonic()
     at_end = left = backlog(store_url, nonce)
     while left and time.monotonic() - began < timeout:
         time.sleep(0.25)
         left = backlog(store_url, nonce)
-    return Drain(rows, at_end, left, time.monotonic() - began)
+    waited = time.monotonic() - began
+    with _store_engine(store_url).connect() as db:
+        received = {
+            event_id: aware(at).timestamp()
+            for event_id, at in db.execute(
+                sa.select(inbox_table.c.id, inbox_table.c.received_at).where(
+                    inbox_table.c.source == SOURCE,
+                    inbox_table.c.body.like(f"%m-{nonce}-%"),
+                )
+            )
+        }
+    to_asset = [
+        (stamp - received[event_id]) * 1000
+        for event_id, stamp in asset_event_times(home)
+        if event_id in received
+    ]
+    return Drain(rows, at_end, left, waited, to_asset)
 
 
 @dataclass
@@ -934,6 +998,12 @@ def _report_target(target: Target, bare_rate: float, failures: list[str]) -> flo
             f"; ack → asset event p99 < {AIM_ASSET_P99_MS:g} ms (paced): {asset_p99:.1f} ms → "
             f"{_met(asset_p99 < AIM_ASSET_P99_MS)}"
         )
+    if target.drain is not None and target.drain.to_asset_ms:
+        loaded_p99 = percentile(target.drain.to_asset_ms, 99)
+        aims += (
+            f"; under the load (received → asset event, an upper bound): p99 "
+            f"{loaded_p99:.0f} ms → {_met(loaded_p99 < AIM_ASSET_P99_MS)}"
+        )
     print(aims)
     return ratio
 
@@ -953,6 +1023,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="the airhook store for both airhook targets: an empty PostgreSQL database "
         "(postgresql+psycopg2://…); default: an SQLite file in the run's Airflow home",
+    )
+    parser.add_argument(
+        "--dispatch-batch-size",
+        type=int,
+        default=None,
+        help="[airhook] dispatch_batch_size for the API server's dispatcher (default: the "
+        "configuration's default)",
     )
     parser.add_argument(
         "--keep",
@@ -985,7 +1062,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sa_set, sa_file, _, sa_series = _files(workdir, secret, "standalone")
 
         with bare_server(workdir) as (bare_url, bare_pid):
-            stack = start_airflow(workdir, secret, args.airhook_db_url)
+            stack = start_airflow(
+                workdir,
+                secret,
+                args.airhook_db_url,
+                {"AIRFLOW__AIRHOOK__DISPATCH_BATCH_SIZE": str(args.dispatch_batch_size)}
+                if args.dispatch_batch_size
+                else None,
+            )
             store_url = args.airhook_db_url or f"sqlite:///{stack.home / 'airhook.db'}"
             try:
                 with standalone_server(stack, workers) as (sa_url, sa_pgid):
@@ -1015,7 +1099,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     # Waiting for the in-server run's asset events also keeps the dispatcher
                     # from taking CPU from the standalone runs for them.
                     in_drain = drain(
-                        store_url, in_set.nonce, in_durability.rows, DRAIN_WAIT_SECONDS
+                        store_url, stack.home, in_set.nonce, in_durability.rows, DRAIN_WAIT_SECONDS
+                    )
+                    noop_run = measure(
+                        workdir, stack.base_url, api_pgid, in_file, "noop-route", path=NOOP_PATH
                     )
                     run_wrk(
                         workdir, sa_url, sa_warmup, WARMUP_SECONDS, name="sa-warmup", path=FREE_PATH
@@ -1037,7 +1124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     )
                     sa_durability = check_durability(store_url, sa_set.nonce, sa_run.wrk)
                     sa_drain = drain(
-                        store_url, sa_set.nonce, sa_durability.rows, DRAIN_WAIT_SECONDS
+                        store_url, stack.home, sa_set.nonce, sa_durability.rows, DRAIN_WAIT_SECONDS
                     )
             finally:
                 stack.stop()
@@ -1078,6 +1165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = [
         ("bare (before)", bare_before, None),
         ("in-server", in_run, "202"),
+        ("no-op plugin route", noop_run, "202"),
         ("standalone, no DAG", free_run, "202"),
         ("standalone", sa_run, "202"),
         ("bare (after)", bare_after, None),
@@ -1086,6 +1174,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(row(name, m, code))
     print("  bare       = FastAPI app that reads the body and answers 202; plain uvicorn, 1 worker")
     print("  in-server  = Airflow API server (1 worker) with airhook's receiver; req/s = 202s/s")
+    print(
+        "  no-op plugin route = the same API server, a plugin app that reads the body and "
+        "answers 202 (no airhook): the ceiling of any plugin route"
+    )
     print(
         f"  standalone = python -m airhook.receiver --workers {workers} (same store and "
         "sources); its events are dispatched by the API server, which runs on the same cores"
@@ -1119,6 +1211,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     print()
     ratios = [_report_target(t, bare_rate, failures) for t in targets]
+    noop_rate = noop_run.wrk.rate("202")
+    if noop_run.wrk.non_2xx or not noop_rate:
+        failures.append(f"no-op plugin route: {noop_run.wrk.codes} (the plugin did not load?)")
+    else:
+        print(
+            f"the API server's ceiling: its no-op plugin route answered {noop_rate:,.0f} req/s = "
+            f"{noop_rate / bare_rate:.3f}x bare (p99 {noop_run.wrk.p99_ms:.1f} ms); airhook in "
+            f"the API server reached {in_run.wrk.rate('202') / noop_rate:.2f}x that route"
+        )
     print()
     if failures:
         print("THE RUN HAD ERRORS (its numbers do not measure the intended path):")

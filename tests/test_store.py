@@ -650,3 +650,63 @@ def test_concurrent_creates_of_one_name_make_one_source(
         outcomes = list(pool.map(create, range(attempts)))
     assert sorted(outcomes) == ["created"] + ["exists"] * (attempts - 1)
     assert len(sources.all()) == 1
+
+
+# --- SQLite: a writer waits for the write lock by polling ------------------------------------
+
+
+def _hold_write_lock(path: Path, seconds: float, held: threading.Event) -> None:
+    """Hold SQLite's write lock on ``path`` from another connection for ``seconds``."""
+    import sqlite3
+
+    connection = sqlite3.connect(path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        connection.execute("COMMIT")
+    finally:
+        connection.close()
+
+
+def test_a_sqlite_writer_waits_for_the_write_lock_and_then_writes(tmp_path: Path) -> None:
+    store = Store(f"sqlite:///{tmp_path / 'locked.db'}")
+    upgrade(store)
+    held = threading.Event()
+    holder = threading.Thread(
+        target=_hold_write_lock, args=(tmp_path / "locked.db", 0.3, held), daemon=True
+    )
+    holder.start()
+    assert held.wait(10)
+    started = time.monotonic()
+    outcome = InboxRepository(store).record([_event("k-1")])
+    waited = time.monotonic() - started
+    holder.join(10)
+    assert [o.status for o in outcome] == ["created"]
+    assert waited >= 0.25  # it did wait for the other writer, and did not fail
+    store.dispose()
+
+
+def test_a_sqlite_writer_gives_up_after_the_busy_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from airhook.store import engine as engine_module
+
+    monkeypatch.setattr(engine_module, "_SQLITE_BUSY_MS", 200)
+    store = Store(f"sqlite:///{tmp_path / 'locked.db'}")
+    upgrade(store)
+    held = threading.Event()
+    holder = threading.Thread(
+        target=_hold_write_lock, args=(tmp_path / "locked.db", 2.0, held), daemon=True
+    )
+    holder.start()
+    assert held.wait(10)
+    with pytest.raises(sa.exc.OperationalError) as caught:
+        InboxRepository(store).record([_event("k-1")])
+    assert isinstance(caught.value.orig, sqlite3.OperationalError)
+    assert "locked" in str(caught.value.orig)
+    holder.join(10)
+    assert InboxRepository(store).count(dispatched=False) == 0
+    store.dispose()

@@ -20,6 +20,7 @@ __all__ = ["Store", "get_store"]
 
 _SQLITE_BUSY_MS = 30_000
 _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # result codes (sqlite3 names them from Python 3.11 on)
+_BEGIN_RETRY_FIRST_S, _BEGIN_RETRY_MAX_S = 0.0001, 0.001
 
 
 def _enable_wal(cursor: Any) -> None:
@@ -41,7 +42,33 @@ def _enable_wal(cursor: Any) -> None:
             time.sleep(0.02)
 
 
+def _begin_immediate(dbapi_connection: Any) -> None:
+    """``BEGIN IMMEDIATE``, retried every fraction of a millisecond while another writer holds
+    the lock, for up to ``_SQLITE_BUSY_MS``.
+
+    Why not SQLite's busy timeout: its handler sleeps 1, 2, 5, 10, 15, 20, 25 … 100 ms between
+    tries. Against a writer that commits every few milliseconds (the receiver's group commit
+    under load) a waiting writer keeps waking up while the lock is taken again, and sleeps
+    longer each time: the dispatcher's three short transactions per batch took up to half a
+    second each, and it fell behind the receiver (docs/performance.md). Polling with a short,
+    capped delay takes the lock in the next gap.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
+    delay = _BEGIN_RETRY_FIRST_S
+    while True:
+        try:
+            dbapi_connection.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", _SQLITE_BUSY)
+            if code & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, _BEGIN_RETRY_MAX_S)
+
+
 def _sqlite_engine(url: str, begin: str) -> Engine:
+    immediate = begin == "BEGIN IMMEDIATE"
     engine = sa.create_engine(
         url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True
     )
@@ -55,14 +82,24 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
         # a power cut, not only a process crash; group commit pays the fsync once per batch.
         _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
-        cursor.execute(f"PRAGMA busy_timeout={_SQLITE_BUSY_MS}")
+        # Writers wait for the write lock in _begin_immediate, the only statement of theirs
+        # that waits for a lock in WAL mode; readers keep SQLite's busy handler.
+        busy_ms = 0 if immediate else _SQLITE_BUSY_MS
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # Writers take the lock at BEGIN (IMMEDIATE): a deferred transaction that upgrades to a
         # writer later can fail with "database is locked" without waiting for busy_timeout.
-        connection.exec_driver_sql(begin)
+        if immediate:
+            try:
+                _begin_immediate(connection.connection.driver_connection)
+            except sqlite3.OperationalError as exc:
+                # As exec_driver_sql would raise it: callers handle SQLAlchemy's errors.
+                raise sa.exc.OperationalError(begin, None, exc, hide_parameters=True) from exc
+        else:
+            connection.exec_driver_sql(begin)
 
     return engine
 
