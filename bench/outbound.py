@@ -806,8 +806,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         line(f"task per event, {run.label}", run.rate)
     print()
     print(
-        "  airhook: validate, render, outbox rows, claim, sign (standard, primary + secondary), "
-        "send, record each attempt (SQLite); end to end"
+        "  airhook: validate, render, outbox rows (added claimed), sign (standard, primary + "
+        "secondary), send, record each attempt (SQLite); end to end"
     )
     print(
         f"    validate + render alone (engine.prepare, before the runs): {prepare_seconds:.2f} s "

@@ -999,3 +999,213 @@ def test_send_test_sends_the_real_body_and_records_nothing(
     standardwebhooks.Webhook(PRIMARY).verify(request.body, request.headers)
     assert rows(sqlite_store, deliveries) == []
     assert rows(sqlite_store, attempts) == []
+
+
+# --- fresh deliveries: claimed as they are added, sent from memory ---------------------------
+
+
+def test_publish_sends_fresh_deliveries_without_claiming_them(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    SubscriptionRepository(store, cipher).create(subscription("a", receiver.url()))
+    engine = make_engine(store, cipher)
+    claims: list[int] = []
+    claim = engine.outbox.claim
+
+    def counting_claim(**options: Any) -> Any:
+        claimed = claim(**options)
+        claims.append(len(claimed))
+        return claimed
+
+    engine.outbox.claim = counting_claim  # type: ignore[method-assign]
+    result = engine.publish(events(50))
+    assert result.summary.delivered == 50
+    assert sum(claims) == 0  # nothing was read back through a claim
+    assert sorted(receiver.ids()) == sorted(result.message_ids)
+    assert set(receiver.ids().values()) == {1}
+    assert {row["attempts"] for row in rows(store, deliveries)} == {1}
+    assert len(rows(store, attempts)) == 50
+
+
+def test_fresh_deliveries_are_committed_as_claimed_before_they_are_sent(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    seen: list[tuple[str, int]] = []
+
+    def look(request: Received) -> Reply:
+        # What another process would read while the request is in flight.
+        with store.read() as connection:
+            row = connection.execute(
+                sa.select(deliveries.c.status, deliveries.c.attempts).where(
+                    deliveries.c.message_id == request.webhook_id
+                )
+            ).one()
+        seen.append((row.status, row.attempts))
+        return (200, {}, b"ok")
+
+    receiver.on("/hook", look)
+    SubscriptionRepository(store, cipher).create(subscription("a", receiver.url()))
+    engine = make_engine(store, cipher)
+    engine.publish(events(3))
+    assert seen == [("sending", 0)] * 3
+    # A claim taken meanwhile finds nothing: the publishing sender holds them.
+    assert engine.outbox.claim(now=datetime.now(timezone.utc), lease_seconds=60) == []
+
+
+def test_a_fresh_delivery_whose_sender_crashed_goes_out_again_once_its_claim_lapses(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    SubscriptionRepository(store, cipher).create(subscription("a", receiver.url()))
+    engine = make_engine(store, cipher)
+    new = engine.prepare(events(2))
+    # The crashed sender: rows added as claimed, never sent, never settled.
+    added = engine.outbox.add_claimed(new, lease_seconds=900)
+    assert [c.message_id for c in added.claimed] == [d.message_id for d in new]
+    assert status_of(store) == {"a": "sending,sending"}
+    assert engine.deliver().deliveries == 0  # the claim still holds: nobody else sends them
+    assert receiver.requests == []
+    # The claim lapses (here: a sender whose claim was over the moment it was taken).
+    lapsed = engine.prepare(events(2, prefix="run-2"))
+    engine.outbox.add_claimed(lapsed, lease_seconds=0)
+    attempted = engine.deliver()
+    assert attempted.delivered == 2
+    assert sorted(receiver.ids()) == sorted(d.message_id for d in lapsed)
+    assert status_of(store) == {"a": "delivered,delivered,sending,sending"}
+
+
+def test_add_claimed_claims_only_new_deliveries_of_active_subscriptions(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    repo = SubscriptionRepository(store, cipher)
+    repo.create(subscription("on", receiver.url()))
+    repo.create(subscription("off", receiver.url()))
+    engine = make_engine(store, cipher)
+    new = engine.prepare(events(2))
+    repo.disable("off", "maintenance")  # after matching, before adding
+    outbox = engine.outbox
+    added = outbox.add_claimed([*new, new[0]], lease_seconds=900)  # a duplicate: added once
+    assert set(added.created) == {d.message_id for d in new}
+    assert sorted(c.subscription for c in added.claimed) == ["on", "on"]  # claimed once
+    assert all(c.attempts == 0 and c.body for c in added.claimed)
+    assert status_of(store) == {"off": "paused,paused", "on": "sending,sending"}
+    again = outbox.add_claimed(new, lease_seconds=900)
+    assert (again.created, again.claimed) == ([], [])
+
+
+def test_claims_of_a_long_round_are_renewed(store: Store, cipher: Fernet) -> None:
+    SubscriptionRepository(store, cipher).create(subscription("a", "http://127.0.0.1:9/hook"))
+    engine = make_engine(store, cipher)
+    outbox = engine.outbox
+    added = outbox.add_claimed(engine.prepare(events(2)), lease_seconds=0)
+    ids = [c.message_id for c in added.claimed]
+    outbox.extend(ids, lease_seconds=900)
+    assert outbox.claim(now=datetime.now(timezone.utc), lease_seconds=60) == []
+    later = datetime.now(timezone.utc) + timedelta(seconds=901)
+    assert sorted(c.message_id for c in outbox.claim(now=later, lease_seconds=60)) == sorted(ids)
+
+
+def test_record_counts_every_attempt_even_of_one_delivery_twice(
+    store: Store, cipher: Fernet
+) -> None:
+    from airhook.store.outbox import Attempt, Settled
+
+    SubscriptionRepository(store, cipher).create(subscription("a", "http://127.0.0.1:9/hook"))
+    engine = make_engine(store, cipher)
+    outbox = engine.outbox
+    [claimed] = outbox.add_claimed(engine.prepare(events(1)), lease_seconds=900).claimed
+    mid = claimed.message_id
+    at = datetime.now(timezone.utc)
+    retry = Settled(
+        Attempt(mid, "a", at, "retry", 503, 1.5, "HTTP 503", "busy"),
+        "pending",
+        next_attempt_at=at,  # still claimed for the second attempt below
+    )
+    done = Settled(Attempt(mid, "a", at + timedelta(seconds=1), "delivered", 200, 2.0), "delivered")
+    with store.begin() as connection:  # keep the claim between the two (as a claim would)
+        connection.execute(deliveries.update().values(status="sending"))
+    outbox.record([retry], disable_after=10)
+    with store.begin() as connection:
+        connection.execute(deliveries.update().values(status="sending"))
+    outbox.record([done, done], disable_after=10)  # the same outcome twice: counted twice
+    delivery = outbox.get(mid)
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 2, 200)
+    assert delivery.finished_at is not None
+    logged = outbox.attempts(mid)
+    assert [(a.outcome, a.status_code, a.latency_ms) for a in logged] == [
+        ("retry", 503, 1.5),
+        ("delivered", 200, 2.0),
+        ("delivered", 200, 2.0),
+    ]
+    assert logged[0].response_excerpt == "busy"
+    assert logged[0].attempted_at == at
+
+
+def test_the_core_path_for_other_drivers_stores_the_same_rows(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    receiver.on("/hook", fail_first(1))
+    SubscriptionRepository(store, cipher).create(subscription("a", receiver.url()))
+    fast = make_engine(store, cipher)
+    core = make_engine(store, cipher)
+    core.outbox._driver = None  # a driver whose parameter style the fast paths do not write
+    one = fast.publish(events(3, prefix="fast"), wait=5)
+    two = core.publish(events(3, prefix="core"), wait=5)
+    assert one.summary.delivered == two.summary.delivered == 3
+
+    def shape(mid: str) -> tuple[Any, ...]:
+        d = fast.outbox.get(mid)
+        logged = fast.outbox.attempts(mid)
+        times = [d.created_at, d.updated_at, d.finished_at, *(a.attempted_at for a in logged)]
+        assert all(t is not None and t.tzinfo is not None for t in times)
+        return (
+            d.status,
+            d.attempts,
+            d.last_status_code,
+            [(a.outcome, a.status_code, a.error, a.response_excerpt) for a in logged],
+        )
+
+    assert [shape(m) for m in one.message_ids] == [shape(m) for m in two.message_ids]
+    assert shape(one.message_ids[0]) == (
+        "delivered",
+        2,
+        200,
+        [("retry", 500, "HTTP 500", "try later"), ("delivered", 200, None, "thanks")],
+    )
+
+
+def test_a_destination_check_that_breaks_settles_each_delivery_as_an_internal_error(
+    sqlite_store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    class BrokenPolicy(DestinationPolicy):
+        def check(self, url: str) -> list[str]:
+            raise RuntimeError("resolver configuration is broken")
+
+    SubscriptionRepository(sqlite_store, cipher).create(
+        subscription("a", receiver.url(), retry_schedule=(0, 30))
+    )
+    engine = make_engine(sqlite_store, cipher, policy=BrokenPolicy(allow=["127.0.0.1/32"]))
+    result = engine.publish(events(2))
+    assert receiver.requests == []
+    assert result.summary.pending == 2  # retried later, not lost
+    for mid in result.message_ids:
+        [logged] = engine.outbox.attempts(mid)
+        assert (logged.outcome, logged.error) == ("retry", "internal error: RuntimeError")
+
+
+def test_outcomes_that_cannot_be_recorded_leave_the_deliveries_claimed(
+    sqlite_store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    SubscriptionRepository(sqlite_store, cipher).create(subscription("a", receiver.url()))
+    engine = make_engine(sqlite_store, cipher)
+
+    def broken_record(*_args: Any, **_options: Any) -> Any:
+        raise sa.exc.OperationalError("UPDATE …", {}, Exception("disk I/O error"))
+
+    engine.outbox.record = broken_record  # type: ignore[method-assign]
+    with pytest.raises(sa.exc.OperationalError):
+        engine.publish(events(3))
+    # Sent but not recorded: still claimed, so they go out again once the claim lapses.
+    assert status_of(sqlite_store) == {"a": "sending,sending,sending"}
+    assert engine.outbox.claim(now=datetime.now(timezone.utc), lease_seconds=60) == []
+    later = datetime.now(timezone.utc) + timedelta(seconds=901)
+    assert len(engine.outbox.claim(now=later, lease_seconds=60)) == 3

@@ -4,9 +4,17 @@ One publication's path::
 
     events ─▶ validate (catalog, when a platform is named) ─▶ match active/disabled
            ─▶ render each body once (subscription's template, else the payload)
-           ─▶ outbox rows, one per (subscription, event), keyed by a stable message id
-           ─▶ claim the due ones ─▶ sign ─▶ HTTP (one aiohttp session, ≤64 in flight)
+           ─▶ outbox rows, one per (subscription, event), keyed by a stable message id, the new
+              ones added already claimed (committed before any request leaves)
+           ─▶ sign ─▶ HTTP (one aiohttp session per call, ≤64 in flight, ≤32 per subscription)
            ─▶ attempt logged ─▶ delivered │ retry at the next scheduled time │ failed │ dead
+
+The new deliveries go out from memory; retries, replays and deliveries an earlier call left due
+are claimed from the outbox (:meth:`DeliveryEngine.deliver`, :meth:`DeliveryEngine.run_due`).
+Per delivery the engine does only what differs per request (the ``webhook-id``, the signature,
+the call, the outcome): a subscription's headers, signing scheme, timeout, destination verdict
+and values to hide are worked out once per round, and outcomes are written in batches (up to
+1,000 rows or every 0.5 s) while the requests go on.
 
 Why the message id is ``message_id(subscription, event key)``: the same events published again
 (a task retry, a re-run of the same DAG run) compute the same ids, the outbox already has them,
@@ -23,11 +31,12 @@ again, with the same ``webhook-id``, so a receiver can tell.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -44,7 +53,7 @@ from airhook.ssrf import DestinationNotAllowedError, DestinationPolicy
 from airhook.store.outbox import (
     FINAL_FAILURES,
     Attempt,
-    Delivery,
+    Claimed,
     NewDelivery,
     OutboxRepository,
     Settled,
@@ -55,6 +64,9 @@ from airhook.subscription import Subscription
 if TYPE_CHECKING:
     import aiohttp
 
+    from airhook.outbound import RetryPolicy
+    from airhook.secrets import Secret
+    from airhook.signing import SigningScheme
     from airhook.store.engine import Store
     from airhook.store.sources import Cipher
 
@@ -74,14 +86,16 @@ log = logging.getLogger(__name__)
 DEFAULT_CONCURRENCY = 64
 #: At most this many characters of a response body are kept in the attempt log.
 EXCERPT_CHARS = 512
-#: How long a sender's claim on a batch of deliveries lasts: longer than a batch can take
-#: (:data:`BATCH_SIZE` deliveries at 64 in flight, each within its timeout).
+#: How long a sender's claim on a round of deliveries lasts; a round that takes longer renews
+#: the claims of the deliveries it has not settled yet every third of this.
 CLAIM_SECONDS = 900.0
-#: Deliveries claimed and sent per round.
+#: Deliveries claimed and sent per round (by :meth:`DeliveryEngine.deliver`).
 BATCH_SIZE = 2000
 _READ_LIMIT = 64 * 1024  # read this much of a response at most: enough for the excerpt
-_FLUSH_EVERY = 256  # record outcomes in transactions of this many ...
-_FLUSH_SECONDS = 0.5  # ... or at least this often while a batch runs
+# Record outcomes in transactions of this many (a commit and the per-statement work are paid
+# once per flush, not per row) ...
+_FLUSH_EVERY = 1000
+_FLUSH_SECONDS = 0.5  # ... or at least this often while a round runs
 _REDACTED = "[redacted]"
 
 T = TypeVar("T")
@@ -173,17 +187,100 @@ class PublishResult:
         return {"events": self.events, "created": self.created, **self.summary.as_dict()}
 
 
-@dataclass
-class _Batch:
-    """State shared by the requests of one delivery round."""
+@dataclass(slots=True)
+class _Target:
+    """One subscription as a round sends to it: what stays the same from request to request.
 
-    subscriptions: dict[str, Subscription]
-    destinations: dict[str, asyncio.Future[None]] = field(default_factory=dict)
+    Built once per round from the subscription as read when the round starts, so that a request
+    costs a copy of ``headers``, its signature and the HTTP call, not revealing the secrets,
+    parsing the URL, building a timeout and listing the values to hide all over again.
+    """
+
+    subscription: Subscription
+    #: the URL, parsed once (aiohttp would parse the string on every request).
+    url: Any
+    #: extra headers (revealed), Content-Type and User-Agent; each request adds its own.
+    headers: dict[str, str]
+    scheme: SigningScheme | None
+    secrets: Sequence[Secret]
+    #: what may never reach the log: secrets, extra header values, the URL, its path and query.
+    hidden: tuple[str, ...]
+    timeout: float
+    client_timeout: aiohttp.ClientTimeout
+    retry: RetryPolicy
+    #: the destination policy's verdict for this round (``None``: allowed); an exception
+    #: other than a :class:`DeliveryError` means the check itself failed.
+    refused: Exception | None = None
+
+
+@dataclass
+class _Round:
+    """State shared by the requests of one round: fresh deliveries, or one claim's."""
+
+    #: the round's active subscriptions' targets, by name (a missing name: skip its deliveries).
+    targets: dict[str, _Target]
     disabled: set[str] = field(default_factory=set)
-    #: consecutive failures per subscription as this batch sees them, to stop sending at the
+    #: consecutive failures per subscription as this round sees them, to stop sending at the
     #: threshold at once rather than at the next flush (the store keeps the real count).
     failures: dict[str, int] = field(default_factory=dict)
+    #: deliveries handed back unattempted (released at the end of the round).
     skipped: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: deliveries that settled ``pending`` (a retry is scheduled): possibly due again soon.
+    retrying: list[str] = field(default_factory=list)
+
+
+class _Recorder:
+    """Records a round's outcomes in the background: one flush at a time, in order.
+
+    A flush runs in a thread while the requests go on; it starts once ``_FLUSH_EVERY`` outcomes
+    are waiting or ``_FLUSH_SECONDS`` have passed since the last one began, and the round's end
+    flushes the rest. A failed flush stops the round (see ``error``): its deliveries stay
+    claimed, and go out again once the claim lapses.
+    """
+
+    def __init__(self, engine: DeliveryEngine, state: _Round, held: set[str]) -> None:
+        self._engine = engine
+        self._state = state
+        self._held = held  # ids whose outcome is not recorded yet: claims to keep alive
+        self._pending: list[Settled] = []
+        self._task: asyncio.Future[None] | None = None
+        self._last = time.monotonic()
+        self.error: BaseException | None = None
+
+    def add(self, settled: Settled) -> None:
+        self._pending.append(settled)
+        if self._task is None and (
+            len(self._pending) >= _FLUSH_EVERY or time.monotonic() - self._last >= _FLUSH_SECONDS
+        ):
+            self._task = asyncio.ensure_future(self._flush())
+
+    async def _flush(self) -> None:
+        done, self._pending = self._pending, []
+        self._last = time.monotonic()
+        try:
+            recorded = await asyncio.to_thread(
+                self._engine.outbox.record, done, disable_after=self._engine.disable_after
+            )
+        except Exception as exc:
+            self.error = exc
+            return
+        finally:
+            self._task = None
+        for name, reason in recorded.disabled.items():
+            self._state.disabled.add(name)
+            log.warning("subscription %s disabled: %s", name, reason)
+        for settled in done:
+            self._held.discard(settled.attempt.message_id)
+
+    async def close(self) -> None:
+        """Wait for the running flush, flush the rest; raise what a flush raised."""
+        if self._task is not None:
+            await self._task
+        if self._pending and self.error is None:
+            await self._flush()
+        if self.error is not None:
+            raise self.error
 
 
 def _utcnow() -> datetime:
@@ -214,6 +311,14 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
     return result[0]
 
 
+@functools.cache
+def _template_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
+    """``renderer_for`` and ``template_context``, imported once (not once per body)."""
+    from airhook.templates._render import renderer_for, template_context
+
+    return renderer_for, template_context
+
+
 def _configured_policy() -> DestinationPolicy:
     from airhook.config import get_str
 
@@ -241,7 +346,9 @@ def _excerpt(raw: bytes, secrets: Iterable[str]) -> str | None:
     if not raw:
         return None
     text = raw.decode("utf-8", errors="replace")
-    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+    found = {s for s in secrets if len(s) >= 4 and s in text}
+    # Longest first, so that a secret containing another is blanked whole.
+    for secret in sorted(found, key=len, reverse=True):
         text = text.replace(secret, _REDACTED)
     return text[:EXCERPT_CHARS]
 
@@ -343,6 +450,7 @@ class DeliveryEngine:
             else _configured_float("outbound_timeout_seconds")
         )
         self._catalog = catalog
+        self._kinds: dict[tuple[str, str], str | None] = {}
 
     @property
     def policy(self) -> DestinationPolicy:
@@ -419,11 +527,35 @@ class DeliveryEngine:
             (the operator, when it resumes; ``airhook deliveries deliver-due``).
         """
         new = self.prepare(events, publication=publication, subscriptions=subscriptions)
-        created = self.outbox.add(new)
         ids = list(dict.fromkeys(d.message_id for d in new))
-        log.info("publishing %d events: %d deliveries, %d new", len(events), len(ids), len(created))
-        summary = self.run_due(message_ids=ids, wait=wait)
-        return PublishResult(len(events), ids, len(created), summary)
+        return _run(lambda: self._apublish(len(events), new, ids, wait))
+
+    async def _apublish(
+        self, events: int, new: Sequence[NewDelivery], ids: list[str], wait: float
+    ) -> PublishResult:
+        # The new deliveries are inserted already claimed and sent from memory: reading back
+        # what was just written (a claim) cost more than the insert itself. The rows are
+        # committed before the first request leaves.
+        added = await asyncio.to_thread(self.outbox.add_claimed, new, lease_seconds=CLAIM_SECONDS)
+        log.info(
+            "publishing %d events: %d deliveries, %d new", events, len(ids), len(added.created)
+        )
+        async with self._session() as session:
+            created = set(added.created)
+            # Deliveries added by an earlier publish may be due (a crashed run's lapsed claims,
+            # retries); so may this round's own retries and skipped ones: one claim for those.
+            again = [mid for mid in ids if mid not in created]
+            if added.claimed:
+                state = await self._send_round(session, added.claimed)
+                again += state.retrying + state.skipped
+                if not again and len(added.claimed) == len(ids) == sum(state.counts.values()):
+                    # Every delivery was new, claimed and attempted here, and each outcome is
+                    # final (a retry or a skip would be in ``again``): the counts are the
+                    # summary, without reading the thousands of rows back.
+                    summary = Summary.of(state.counts, None)
+                    return PublishResult(events, ids, len(added.created), summary)
+            summary = await self._arun_due(session, message_ids=ids, wait=wait, first=again)
+        return PublishResult(events, ids, len(added.created), summary)
 
     def _validate(self, event: Event) -> str | None:
         if not isinstance(event.name, str) or not event.name:
@@ -446,15 +578,21 @@ class DeliveryEngine:
             raise PayloadError(f"event {event.name!r} is not JSON-serialisable: {exc}") from None
         return chatbot_id
 
+    def _kind(self, platform: str, name: str) -> str | None:
+        # Looked up once per event type: a publication of thousands asks for the same few.
+        key = (platform, name)
+        if key not in self._kinds:
+            self._kinds[key] = self.catalog.event(platform, name).kind
+        return self._kinds[key]
+
     def _body(
         self, subscription: Subscription, event: Event, mid: str, chatbot_id: str | None
     ) -> str:
         """The body's text, rendered once per delivery (retries and replays send these bytes)."""
         if subscription.body_template is None:
             return orjson.dumps(event.payload).decode("utf-8")
-        from airhook.templates import renderer_for, template_context
-
-        kind = self.catalog.event(event.platform, event.name).kind if event.platform else None
+        renderer_for, template_context = _template_functions()
+        kind = self._kind(event.platform, event.name) if event.platform else None
         extra: dict[str, Any] = {
             "payload": event.payload,
             "message_id": mid,
@@ -486,17 +624,41 @@ class DeliveryEngine:
         """Send the due deliveries among those selected, then keep making the retries that fall
         due within ``wait`` seconds; return the selection's summary.
         """
+
+        async def go() -> Summary:
+            async with self._session() as session:
+                return await self._arun_due(
+                    session, message_ids=message_ids, publication=publication, wait=wait
+                )
+
+        return _run(go)
+
+    async def _arun_due(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        message_ids: Sequence[str] | None = None,
+        publication: str | None = None,
+        wait: float = 0.0,
+        first: Sequence[str] | None = None,
+    ) -> Summary:
+        """:meth:`run_due` over one session; ``first``: claim only these in the first pass."""
         deadline = time.monotonic() + wait
+        selection = first if first is not None else message_ids
         while True:
-            self.deliver(message_ids=message_ids, publication=publication)
-            summary = self.summary(message_ids=message_ids, publication=publication)
+            if selection is None or selection:
+                await self._adeliver(session, message_ids=selection, publication=publication)
+            summary = await asyncio.to_thread(
+                self.summary, message_ids=message_ids, publication=publication
+            )
             if not summary.pending or summary.next_attempt_at is None:
                 return summary
             delay = (summary.next_attempt_at - _utcnow()).total_seconds()
             if time.monotonic() + max(delay, 0.0) > deadline:
                 return summary
             if delay > 0:
-                time.sleep(delay)
+                await asyncio.sleep(delay)
+            selection = message_ids
 
     # --- delivering ------------------------------------------------------------------------------
 
@@ -525,6 +687,30 @@ class DeliveryEngine:
         subscription: str | None = None,
     ) -> Summary:
         """Asynchronous :meth:`deliver`."""
+        async with self._session() as session:
+            return await self._adeliver(
+                session, message_ids=message_ids, publication=publication, subscription=subscription
+            )
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The HTTP session of one deliver or publish call: its connections serve every round."""
+        import aiohttp
+
+        connector = aiohttp.TCPConnector(
+            limit=self.concurrency,
+            resolver=_CheckingResolver(self.policy),  # type: ignore[arg-type]
+        )
+        # One session, many endpoints: no cookies.
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    async def _adeliver(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        message_ids: Sequence[str] | None = None,
+        publication: str | None = None,
+        subscription: str | None = None,
+    ) -> Summary:
         counts: dict[str, int] = defaultdict(int)
         while True:
             claimed = await asyncio.to_thread(
@@ -538,142 +724,228 @@ class DeliveryEngine:
             )
             if not claimed:
                 break
-            for status, count in (await self._send_batch(claimed)).items():
+            state = await self._send_round(session, claimed)
+            for status, count in state.counts.items():
                 counts[status] += count
             if len(claimed) < BATCH_SIZE:
                 break
         return Summary.of(counts, None)
 
-    async def _send_batch(self, claimed: Sequence[Delivery]) -> dict[str, int]:
-        import aiohttp
+    async def _send_round(
+        self, session: aiohttp.ClientSession, claimed: Sequence[Claimed]
+    ) -> _Round:
+        """Send claimed deliveries, record every outcome, hand back what was not attempted.
 
+        Each subscription gets a lane (its deliveries, oldest first) worked by up to half the
+        concurrency, so that a slow endpoint takes at most half the pool and a round of
+        thousands for one endpoint does not queue the others' behind it; a shared gate caps the
+        requests in flight. Workers take the next delivery as soon as one is done (no task per
+        delivery); outcomes are recorded by a :class:`_Recorder` while the requests go on.
+        """
         names = {d.subscription for d in claimed}
         loaded = await asyncio.to_thread(self.subscriptions.all)
-        batch = _Batch({s.name: s for s in loaded if s.name in names})
-        batch.failures = {name: s.consecutive_failures for name, s in batch.subscriptions.items()}
-        counts: dict[str, int] = defaultdict(int)
-        global_gate = asyncio.Semaphore(self.concurrency)
-        # A slow endpoint may take at most half the pool, so the others keep moving.
-        gates = {name: asyncio.Semaphore(max(1, self.concurrency // 2)) for name in names}
-        connector = aiohttp.TCPConnector(
-            limit=self.concurrency,
-            resolver=_CheckingResolver(self.policy),  # type: ignore[arg-type]
+        targets = {s.name: self._target(s) for s in loaded if s.name in names and s.active}
+        state = _Round(targets)
+        state.failures = {
+            name: target.subscription.consecutive_failures for name, target in targets.items()
+        }
+        await self._check_targets(targets.values())
+        lanes: dict[str, deque[Claimed]] = defaultdict(deque)
+        for delivery in claimed:
+            lanes[delivery.subscription].append(delivery)
+        held = {d.message_id for d in claimed}
+        recorder = _Recorder(self, state, held)
+        per_lane = max(1, self.concurrency // 2)
+        workers_of = {name: min(len(lane), per_lane) for name, lane in lanes.items()}
+        gate = (
+            asyncio.Semaphore(self.concurrency)
+            if sum(workers_of.values()) > self.concurrency
+            else None  # the lanes' workers alone stay within the concurrency
         )
-        async with aiohttp.ClientSession(
-            connector=connector,
-            cookie_jar=aiohttp.DummyCookieJar(),  # one session, many endpoints: no cookies
-        ) as session:
-
-            async def one(delivery: Delivery) -> Settled | None:
-                async with gates[delivery.subscription], global_gate:
-                    try:
-                        return await self._attempt(session, batch, delivery)
-                    except Exception as exc:
-                        # A bug or a broken setting must not strand the batch's other claims;
-                        # the type names the cause without quoting anything secret.
-                        log.error(
-                            "delivery %s: unexpected %s", delivery.message_id, type(exc).__name__
-                        )
-                        attempt = Attempt(
-                            delivery.message_id,
-                            delivery.subscription,
-                            _utcnow(),
-                            Outcome.RETRY.value,
-                            error=f"internal error: {type(exc).__name__}",
-                        )
-                        subscription = batch.subscriptions[delivery.subscription]
-                        return self._settle(subscription, delivery, attempt, Outcome.RETRY, None)
-
-            tasks = [asyncio.ensure_future(one(d)) for d in _interleave(claimed)]
-            done: list[Settled] = []
-            last_flush = time.monotonic()
+        keeper = asyncio.ensure_future(self._keep_claims(held))
+        workers = [
+            asyncio.ensure_future(self._work(session, state, lane, recorder, gate))
+            for name, lane in lanes.items()
+            for _ in range(workers_of[name])
+        ]
+        try:
+            await asyncio.gather(*workers)
+        finally:
+            for worker in workers:
+                worker.cancel()
+            keeper.cancel()
             try:
-                for next_done in asyncio.as_completed(tasks):
-                    settled = await next_done
-                    if settled is not None:
-                        done.append(settled)
-                        counts[settled.status] += 1
-                    if len(done) >= _FLUSH_EVERY or (
-                        done and time.monotonic() - last_flush > _FLUSH_SECONDS
-                    ):
-                        await self._flush(done, batch)
-                        done, last_flush = [], time.monotonic()
+                await recorder.close()
             finally:
-                for task in tasks:
-                    task.cancel()
-                if done:
-                    await self._flush(done, batch)
-                if batch.skipped:
-                    await asyncio.to_thread(self.outbox.release, batch.skipped)
-        return counts
+                # Deliveries not attempted (skipped, or left when the round stopped) go back
+                # due now, so that nobody waits for their claims to lapse.
+                unsent = state.skipped + [d.message_id for lane in lanes.values() for d in lane]
+                if unsent:
+                    await asyncio.to_thread(self.outbox.release, unsent)
+        return state
 
-    async def _flush(self, done: list[Settled], batch: _Batch) -> None:
-        recorded = await asyncio.to_thread(
-            self.outbox.record, list(done), disable_after=self.disable_after
-        )
-        for name, reason in recorded.disabled.items():
-            batch.disabled.add(name)
-            log.warning("subscription %s disabled: %s", name, reason)
+    async def _work(
+        self,
+        session: aiohttp.ClientSession,
+        state: _Round,
+        lane: deque[Claimed],
+        recorder: _Recorder,
+        gate: asyncio.Semaphore | None,
+    ) -> None:
+        """One worker of a lane: send its deliveries one after another until none are left."""
+        while lane and recorder.error is None:
+            delivery = lane.popleft()
+            if gate is None:
+                settled = await self._attempt(session, state, delivery)
+            else:
+                async with gate:
+                    settled = await self._attempt(session, state, delivery)
+            if settled is not None:
+                recorder.add(settled)
 
     async def _attempt(
-        self, session: aiohttp.ClientSession, batch: _Batch, delivery: Delivery
+        self, session: aiohttp.ClientSession, state: _Round, delivery: Claimed
     ) -> Settled | None:
-        subscription = batch.subscriptions.get(delivery.subscription)
-        if subscription is None or not subscription.active:
-            batch.skipped.append(delivery.message_id)  # deleted or disabled meanwhile
+        name = delivery.subscription
+        target = state.targets.get(name)
+        if target is None or name in state.disabled:
+            # Deleted or disabled meanwhile, or disabled by this very round: not attempted.
+            state.skipped.append(delivery.message_id)
             return None
-        if subscription.name in batch.disabled:
-            batch.skipped.append(delivery.message_id)  # disabled by this very batch
-            return None
-        attempt, outcome, retry_after = await self.send(
-            session,
-            subscription,
-            delivery.message_id,
-            delivery.body.encode("utf-8"),
-            destinations=batch.destinations,
-        )
-        settled = self._settle(subscription, delivery, attempt, outcome, retry_after)
-        if settled.status == "delivered":
-            batch.failures[subscription.name] = 0
-        elif settled.status in FINAL_FAILURES:
-            batch.failures[subscription.name] = batch.failures.get(subscription.name, 0) + 1
-            if settled.disable or batch.failures[subscription.name] >= self.disable_after:
-                batch.disabled.add(subscription.name)
+        try:
+            attempt, outcome, retry_after = await self._post(
+                session, target, delivery.message_id, delivery.body.encode("utf-8")
+            )
+            settled = self._settle(target, delivery, attempt, outcome, retry_after)
+        except Exception as exc:
+            # A bug or a broken setting must not strand the round's other claims; the type
+            # names the cause without quoting anything secret.
+            log.error("delivery %s: unexpected %s", delivery.message_id, type(exc).__name__)
+            attempt = Attempt(
+                delivery.message_id,
+                name,
+                _utcnow(),
+                Outcome.RETRY.value,
+                error=f"internal error: {type(exc).__name__}",
+            )
+            settled = self._settle(target, delivery, attempt, Outcome.RETRY, None)
+        status = settled.status
+        state.counts[status] += 1
+        if status == "delivered":
+            state.failures[name] = 0
+        elif status in FINAL_FAILURES:
+            state.failures[name] = state.failures.get(name, 0) + 1
+            if settled.disable or state.failures[name] >= self.disable_after:
+                state.disabled.add(name)
+        elif status == "pending":
+            state.retrying.append(delivery.message_id)
         return settled
+
+    async def _keep_claims(self, held: set[str]) -> None:
+        """Renew the claims of a round's unrecorded deliveries while it lasts.
+
+        A round of many deliveries to a slow endpoint may outlast one claim; without renewal
+        another sender would take them over and send them a second time.
+        """
+        while True:
+            await asyncio.sleep(CLAIM_SECONDS / 3)
+            if not held:
+                continue
+            try:
+                await asyncio.to_thread(self.outbox.extend, list(held), lease_seconds=CLAIM_SECONDS)
+            except Exception as exc:  # the round goes on; at worst a claim lapses
+                log.warning("could not renew delivery claims: %s", type(exc).__name__)
 
     def _settle(
         self,
-        subscription: Subscription,
-        delivery: Delivery,
+        target: _Target,
+        delivery: Claimed,
         attempt: Attempt,
         outcome: Outcome | None,
         retry_after: float | None,
     ) -> Settled:
         if outcome is Outcome.DELIVERED:
             return Settled(attempt, "delivered")
+        name = target.subscription.name
         if outcome is Outcome.GONE:
-            log.warning(
-                "subscription %s answered 410 Gone for %s", subscription.name, delivery.message_id
-            )
+            log.warning("subscription %s answered 410 Gone for %s", name, delivery.message_id)
             return Settled(attempt, "failed", disable="the endpoint answered 410 Gone")
         if outcome is Outcome.FAILED or outcome is None:
             log.info(
                 "delivery %s to %s failed: %s",
                 delivery.message_id,
-                subscription.name,
+                name,
                 attempt.error or attempt.status_code,
             )
             return Settled(attempt, "failed")
-        delay = subscription.retry_policy().next_delay(delivery.attempts + 1, retry_after)
+        delay = target.retry.next_delay(delivery.attempts + 1, retry_after)
         if delay is None:
             log.info(
                 "delivery %s to %s dead-lettered after %d attempts",
                 delivery.message_id,
-                subscription.name,
+                name,
                 delivery.attempts + 1,
             )
             return Settled(attempt, "dead")
         return Settled(attempt, "pending", next_attempt_at=_utcnow() + timedelta(seconds=delay))
+
+    def _target(self, subscription: Subscription) -> _Target:
+        import aiohttp
+        from yarl import URL
+
+        headers = {name: value.reveal() for name, value in subscription.headers.items()}
+        headers.setdefault("Content-Type", "application/json")
+        headers["User-Agent"] = f"airhook/{__version__}"
+        secrets = tuple(subscription.signing_secrets())
+        parts = urlsplit(subscription.url)
+        hidden = [s.reveal() for s in secrets]
+        hidden += [v for k, v in headers.items() if k.lower() not in _PUBLIC_HEADERS]
+        hidden += [subscription.url, parts.path if parts.path != "/" else "", parts.query]
+        timeout = subscription.timeout or self.default_timeout
+        return _Target(
+            subscription=subscription,
+            url=URL(subscription.url),
+            headers=headers,
+            scheme=subscription.signing_scheme(),
+            secrets=secrets,
+            hidden=tuple(hidden),
+            timeout=timeout,
+            client_timeout=aiohttp.ClientTimeout(total=timeout),
+            retry=subscription.retry_policy(),
+        )
+
+    async def _check_targets(
+        self,
+        targets: Iterable[_Target],
+        cache: dict[str, asyncio.Future[None]] | None = None,
+    ) -> None:
+        """Give each target the destination policy's verdict: once per origin, concurrently."""
+        cache = {} if cache is None else cache
+        targets = list(targets)
+        verdicts = await asyncio.gather(*(self._verdict(t.subscription, cache) for t in targets))
+        for target, verdict in zip(targets, verdicts, strict=True):
+            target.refused = verdict
+
+    async def _verdict(
+        self, subscription: Subscription, cache: dict[str, asyncio.Future[None]]
+    ) -> Exception | None:
+        """Check the URL's origin once per round (resolving a host blocks: in a thread).
+
+        Returns what the check raised: a :class:`DeliveryError` is the verdict; anything else
+        (a bug, a broken setting) is raised again by each request, which settles it as an
+        internal error, as when the check ran per request.
+        """
+        origin = subscription.origin
+        future = cache.get(origin)
+        if future is None:
+            future = cache[origin] = asyncio.ensure_future(
+                asyncio.to_thread(self.policy.check, subscription.url)  # type: ignore[arg-type]
+            )
+        try:
+            await asyncio.shield(future)
+        except Exception as exc:
+            return exc
+        return None
 
     async def send(
         self,
@@ -687,36 +959,35 @@ class DeliveryEngine:
         """Make one signed request; return its logged attempt, outcome and ``Retry-After``.
 
         The outcome is ``None`` when the destination policy refused the URL (nothing sent).
-        ``destinations`` caches the policy's verdict per origin across one batch.
+        ``destinations`` caches the policy's verdict per origin across calls.
         """
+        target = self._target(subscription)
+        await self._check_targets([target], destinations)
+        return await self._post(session, target, mid, body)
+
+    async def _post(
+        self, session: aiohttp.ClientSession, target: _Target, mid: str, body: bytes
+    ) -> tuple[Attempt, Outcome | None, float | None]:
+        """The request itself, for a target whose verdict is known: the per-delivery path."""
         import aiohttp
 
+        name = target.subscription.name
         attempted_at = _utcnow()
-        refused = await self._check_destination(subscription, destinations)
+        refused = target.refused
         if refused is not None:
             if isinstance(refused, DestinationNotAllowedError):
                 error = f"destination refused: {refused.reason}"
-                attempt = Attempt(mid, subscription.name, attempted_at, "refused", error=error)
-                return attempt, None, None
-            attempt = Attempt(
-                mid, subscription.name, attempted_at, "retry", error="host does not resolve"
-            )
-            return attempt, Outcome.RETRY, None
-        headers = {name: value.reveal() for name, value in subscription.headers.items()}
-        headers.setdefault("Content-Type", "application/json")
-        headers["User-Agent"] = f"airhook/{__version__}"
+                return Attempt(mid, name, attempted_at, "refused", error=error), None, None
+            if isinstance(refused, DeliveryError):
+                attempt = Attempt(mid, name, attempted_at, "retry", error="host does not resolve")
+                return attempt, Outcome.RETRY, None
+            raise refused.with_traceback(None)  # not a verdict: the check itself failed
+        headers = target.headers.copy()
         headers["webhook-id"] = mid
-        scheme = subscription.signing_scheme()
-        if scheme is not None:
-            headers.update(
-                scheme.sign(body, subscription.signing_secrets(), now=time.time(), message_id=mid)
-            )
-        timeout = subscription.timeout or self.default_timeout
-        # What may never reach the log: secrets, signatures, extra header values, the URL.
-        hidden = [s.reveal() for s in subscription.signing_secrets()]
-        hidden += [v for k, v in headers.items() if k.lower() not in _PUBLIC_HEADERS]
-        target = urlsplit(subscription.url)
-        hidden += [subscription.url, target.path if target.path != "/" else "", target.query]
+        signed: dict[str, str] | None = None
+        if target.scheme is not None:
+            signed = target.scheme.sign(body, target.secrets, now=time.time(), message_id=mid)
+            headers.update(signed)
         started = time.monotonic()
         status: int | None = None
         raw = b""
@@ -724,54 +995,47 @@ class DeliveryEngine:
         error: str | None = None
         try:
             async with session.request(
-                subscription.method,
-                subscription.url,
+                target.subscription.method,
+                target.url,
                 data=body,
                 headers=headers,
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                timeout=target.client_timeout,
                 allow_redirects=False,  # a redirect could lead past the destination policy
             ) as response:
                 status = response.status
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+                if not 200 <= status < 300:
+                    retry_after = parse_retry_after(response.headers.get("Retry-After"))
                 try:
                     raw = await response.content.read(_READ_LIMIT)
                 except (aiohttp.ClientError, asyncio.TimeoutError):
                     raw = b""  # the status is what counts; the excerpt is a courtesy
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            error = _describe(exc, timeout)
+            error = _describe(exc, target.timeout)
         latency_ms = (time.monotonic() - started) * 1000.0
         outcome = classify(status)
         if status is not None and outcome is not Outcome.DELIVERED:
             error = f"HTTP {status}"
+        excerpt: str | None = None
+        if raw:
+            # Signatures change per request: hidden along with the round's fixed values.
+            hidden: Iterable[str] = target.hidden
+            if signed:
+                hidden = [
+                    *target.hidden,
+                    *(v for k, v in signed.items() if k.lower() not in _PUBLIC_HEADERS),
+                ]
+            excerpt = _excerpt(raw, hidden)
         attempt = Attempt(
             mid,
-            subscription.name,
+            name,
             attempted_at,
             outcome.value,
             status_code=status,
             latency_ms=round(latency_ms, 3),
             error=error,
-            response_excerpt=_excerpt(raw, hidden),
+            response_excerpt=excerpt,
         )
         return attempt, outcome, retry_after
-
-    async def _check_destination(
-        self, subscription: Subscription, cache: dict[str, asyncio.Future[None]] | None
-    ) -> DeliveryError | None:
-        """Check the URL's origin once per batch (resolving a host blocks: in a thread)."""
-        origin = subscription.origin
-        if cache is None:
-            cache = {}
-        future = cache.get(origin)
-        if future is None:
-            future = cache[origin] = asyncio.ensure_future(
-                asyncio.to_thread(self.policy.check, subscription.url)  # type: ignore[arg-type]
-            )
-        try:
-            await asyncio.shield(future)
-        except DeliveryError as exc:
-            return exc
-        return None
 
     # --- one-off test, summaries, replay ----------------------------------------------------
 
@@ -857,18 +1121,3 @@ class DeliveryEngine:
 
 #: Headers whose values may appear in the log (the rest may be credentials or signatures).
 _PUBLIC_HEADERS = frozenset({"content-type", "user-agent", "webhook-id", "webhook-timestamp"})
-
-
-def _interleave(claimed: Sequence[Delivery]) -> list[Delivery]:
-    """Order deliveries round-robin over subscriptions, oldest first within each.
-
-    So that a batch of thousands for one endpoint does not queue the others' behind it.
-    """
-    queues: dict[str, list[Delivery]] = defaultdict(list)
-    for delivery in claimed:
-        queues[delivery.subscription].append(delivery)
-    ordered: list[Delivery] = []
-    lists = list(queues.values())
-    for index in range(max((len(q) for q in lists), default=0)):
-        ordered.extend(q[index] for q in lists if index < len(q))
-    return ordered

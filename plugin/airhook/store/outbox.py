@@ -12,6 +12,9 @@ A delivery's life::
 publishing the same events) adds it once. ``sending`` is a claim: ``next_attempt_at`` then holds
 the time the claim lapses, after which another sender may take the delivery over (the first one
 crashed). Claims are taken with one ``UPDATE … RETURNING``, so two senders never both get a row.
+A publishing sender adds its new deliveries already claimed (:meth:`OutboxRepository.add_claimed`,
+``sending`` in the insert's own transaction) and sends them from memory: the row is durable
+before the request leaves, and a crash leaves a claim that lapses like any other.
 
 Why failure counting lives here: a delivery's final outcome, its subscription's consecutive
 failure count and the disabling at ``disable_after`` must change in one transaction, or two
@@ -20,7 +23,7 @@ processes finishing deliveries of one endpoint at once would lose counts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -37,7 +40,9 @@ from airhook.store.times import to_utc as _utc
 __all__ = [
     "FINAL_FAILURES",
     "STATUSES",
+    "Added",
     "Attempt",
+    "Claimed",
     "Delivery",
     "DeliveryNotFoundError",
     "NewDelivery",
@@ -54,6 +59,26 @@ STATUSES: tuple[str, ...] = ("pending", "sending", "delivered", "failed", "dead"
 #: Deliveries that will not go out without a replay: the dead letters.
 FINAL_FAILURES: tuple[str, ...] = ("failed", "dead")
 _CHUNK = 500  # ids per IN (...) list: far below every database's parameter limit
+#: Rows per multi-row statement: 500 rows of at most 10 values stay below SQLite's (32,766) and
+#: PostgreSQL's (65,535) parameter limits.
+_ROWS = 500
+#: Settling one delivery by message id, if it is still claimed ("?": the driver's marker).
+_SETTLE_ROW = (
+    "UPDATE airhook_delivery SET status = ?, attempts = attempts + 1, next_attempt_at = ?,"
+    " last_status_code = ?, last_error = ?, updated_at = ?, finished_at = ?"
+    " WHERE message_id = ? AND status = 'sending'"
+)
+#: Settling many deliveries in one statement (PostgreSQL): head, the VALUES rows, tail.
+_SETTLE_HEAD = (
+    "UPDATE airhook_delivery AS d SET status = v.status, attempts = d.attempts + 1,"
+    " next_attempt_at = v.next_attempt_at, last_status_code = v.last_status_code,"
+    " last_error = v.last_error, updated_at = v.updated_at, finished_at = v.finished_at"
+    " FROM (VALUES "
+)
+_SETTLE_TAIL = (
+    ") AS v(status, next_attempt_at, last_status_code, last_error, updated_at, finished_at,"
+    " message_id) WHERE d.message_id = v.message_id AND d.status = 'sending'"
+)
 
 
 class DeliveryNotFoundError(KeyError):
@@ -143,6 +168,30 @@ def _delivery(row: Any) -> Delivery:
 
 
 @dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery claimed for sending: only what a sender needs (no times to convert)."""
+
+    message_id: str
+    subscription: str
+    body: str
+    #: attempts made in the current round before this one.
+    attempts: int = 0
+
+
+@dataclass(frozen=True)
+class Added:
+    """What :meth:`OutboxRepository.add_claimed` did.
+
+    :param created: the ids that were new, in the order given.
+    :param claimed: the new deliveries inserted as ``sending`` (their subscription is active),
+        claimed for the caller, who sends them from memory.
+    """
+
+    created: list[str]
+    claimed: list[Claimed]
+
+
+@dataclass(frozen=True, slots=True)
 class Attempt:
     """One attempt, as logged: never a request header, a secret or a signature.
 
@@ -224,49 +273,166 @@ def resume_paused(connection: Connection, name: str, now: datetime) -> None:
     )
 
 
+@dataclass(frozen=True)
+class _Driver:
+    """How the hot paths (adding, recording) talk to the DB-API driver without Core."""
+
+    #: the driver's parameter marker: "?" for sqlite3, "%s" for psycopg2, psycopg and pg8000.
+    marker: str
+    sqlite: bool
+    #: a time as Core would bind it to a ``DateTime(timezone=True)`` column (in UTC).
+    time: Callable[[datetime], Any]
+
+
+def _driver_of(store: Store) -> _Driver | None:
+    dialect = store.write_engine.dialect
+    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
+    if marker is None:
+        return None  # a parameter style the fast paths do not write: Core does the work
+    process = deliveries.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+
+    def time(value: datetime) -> Any:
+        value = _utc(value)
+        return process(value) if process is not None else value
+
+    return _Driver(marker, store.is_sqlite, time)
+
+
 class OutboxRepository:
     """Add, claim, settle, list and replay deliveries."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._insert = (sqlite.insert if store.is_sqlite else postgresql.insert)(deliveries)
+        self._driver = _driver_of(store)
 
     # --- adding and claiming ---------------------------------------------------------------------
 
     def add(self, new: Sequence[NewDelivery], *, now: datetime | None = None) -> list[str]:
         """Add deliveries not added before (by ``message_id``); return the ids that were new."""
+        return self._add(new, now, None).created
+
+    def add_claimed(
+        self, new: Sequence[NewDelivery], *, lease_seconds: float, now: datetime | None = None
+    ) -> Added:
+        """Add deliveries not added before and claim the new ones whose subscription is active.
+
+        Those are inserted as ``sending`` with a claim of ``lease_seconds``, in the insert's
+        transaction, and returned: the caller sends them from memory, without reading them back
+        through :meth:`claim`. The row exists (committed) before the caller's request leaves,
+        and should the caller crash the claim lapses and another sender takes them over.
+        A new delivery whose subscription is not active (any more) is added ``paused``; one of a
+        subscription that no longer exists is added ``pending``, as :meth:`add` does.
+        """
+        return self._add(new, now, lease_seconds)
+
+    def _add(
+        self, new: Sequence[NewDelivery], now: datetime | None, lease_seconds: float | None
+    ) -> Added:
         if not new:
-            return []
+            return Added([], [])
         now = _utc(now or datetime.now(timezone.utc))
-        unique = {d.message_id: d for d in reversed(new)}  # the first of duplicates wins
-        rows = [
-            {
-                "message_id": d.message_id,
-                "subscription": d.subscription,
-                "event": d.event,
-                "platform": d.platform,
-                "publication": d.publication,
-                "body": d.body,
-                "status": d.status,
-                "attempts": 0,
-                "next_attempt_at": now if d.status == "pending" else None,
-                "last_status_code": None,
-                "last_error": None,
-                "created_at": now,
-                "updated_at": now,
-                "finished_at": None,
-            }
-            for d in unique.values()
-        ]
-        statement = self._insert.on_conflict_do_nothing(
-            index_elements=[deliveries.c.message_id]
-        ).returning(deliveries.c.message_id)
+        unique: dict[str, NewDelivery] = {}
+        for d in new:
+            unique.setdefault(d.message_id, d)  # the first of duplicates wins; order is kept
+        lease_until = now + timedelta(seconds=lease_seconds) if lease_seconds is not None else None
         created: set[str] = set()
         with self._store.begin() as connection:
-            for chunk in _chunks(rows):
-                created.update(connection.scalars(statement, list(chunk)))
+            active: dict[str, bool] = {}
+            if lease_until is not None:
+                # Read in this transaction: a subscription disabled since the events were matched
+                # gets paused rows, not claimed ones. (A disable committing after this read is
+                # caught by the sender, which skips and releases; releasing pauses them.)
+                names = sorted({d.subscription for d in unique.values()})
+                for chunk in _chunks(names):
+                    active.update(
+                        (name, bool(flag))
+                        for name, flag in connection.execute(
+                            sa.select(subscriptions.c.name, subscriptions.c.active).where(
+                                subscriptions.c.name.in_(chunk)
+                            )
+                        )
+                    )
+            # (status, next_attempt_at) per delivery: claimed, due now, or paused.
+            rows: list[tuple[NewDelivery, str, datetime | None]] = []
+            for d in unique.values():
+                if d.status == "paused":
+                    rows.append((d, "paused", None))
+                elif lease_until is None or d.subscription not in active:
+                    rows.append((d, "pending", now))
+                elif active[d.subscription]:
+                    rows.append((d, "sending", lease_until))
+                else:
+                    rows.append((d, "paused", None))
+            if self._driver is None:
+                statement = self._insert.on_conflict_do_nothing(
+                    index_elements=[deliveries.c.message_id]
+                ).returning(deliveries.c.message_id)
+                values = [
+                    {
+                        "message_id": d.message_id,
+                        "subscription": d.subscription,
+                        "event": d.event,
+                        "platform": d.platform,
+                        "publication": d.publication,
+                        "body": d.body,
+                        "status": status,
+                        "attempts": 0,
+                        "next_attempt_at": next_at,
+                        "last_status_code": None,
+                        "last_error": None,
+                        "created_at": now,
+                        "updated_at": now,
+                        "finished_at": None,
+                    }
+                    for d, status, next_at in rows
+                ]
+                for chunk in _chunks(values):
+                    created.update(connection.scalars(statement, list(chunk)))
+            else:
+                # The hot path of every publish: one multi-row INSERT per 500 rows, straight to
+                # the driver (as the inbox does), times bound as Core binds them.
+                driver = self._driver
+                at = driver.time(now)
+                times = {None: None, now: at}
+                if lease_until is not None:
+                    times[lease_until] = driver.time(lease_until)
+                head = (
+                    "INSERT INTO airhook_delivery (message_id, subscription, event, platform,"
+                    " publication, body, status, attempts, next_attempt_at, created_at,"
+                    " updated_at) VALUES "
+                )
+                row_sql = f"({', '.join([driver.marker] * 7)}, 0, {', '.join([driver.marker] * 3)})"
+                tail = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+                cursor = connection.connection.cursor()
+                try:
+                    for start in range(0, len(rows), _ROWS):
+                        chunk = rows[start : start + _ROWS]
+                        params: list[Any] = []
+                        for d, status, next_at in chunk:
+                            params += (
+                                d.message_id,
+                                d.subscription,
+                                d.event,
+                                d.platform,
+                                d.publication,
+                                d.body,
+                                status,
+                                times[next_at],
+                                at,
+                                at,
+                            )
+                        cursor.execute(head + ", ".join([row_sql] * len(chunk)) + tail, params)
+                        created.update(row[0] for row in cursor.fetchall())
+                finally:
+                    cursor.close()
             pause_stranded(connection, now)
-        return [d.message_id for d in new if d.message_id in created]
+        claimed = [
+            Claimed(d.message_id, d.subscription, d.body)
+            for d, status, _ in rows
+            if status == "sending" and d.message_id in created
+        ]
+        return Added([d.message_id for d in new if d.message_id in created], claimed)
 
     def claim(
         self,
@@ -277,11 +443,12 @@ class OutboxRepository:
         publication: str | None = None,
         subscription: str | None = None,
         limit: int = 10_000,
-    ) -> list[Delivery]:
+    ) -> list[Claimed]:
         """Claim the due deliveries among those selected; return them (now ``sending``).
 
         Due: ``pending`` whose next attempt has come, or ``sending`` whose claim has lapsed.
-        The claim lasts ``lease_seconds`` (longer than an attempt can take).
+        The claim lasts ``lease_seconds`` (longer than an attempt can take). Returned oldest
+        first, with only what sending needs.
         """
         now = _utc(now)
         lease_until = now + timedelta(seconds=lease_seconds)
@@ -300,16 +467,16 @@ class OutboxRepository:
             if message_ids is not None
             else [filters]
         )
-        claimed: list[Delivery] = []
+        found: list[tuple[int, Claimed]] = []
         with self._store.begin() as connection:
             for where in groups:
-                if len(claimed) >= limit:
+                if len(found) >= limit:
                     break
                 chosen = (
                     sa.select(deliveries.c.id)
                     .where(*where)
                     .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
-                    .limit(limit - len(claimed))
+                    .limit(limit - len(found))
                 )
                 if not self._store.is_sqlite:
                     # Rows another sender is claiming right now are theirs: skip, do not wait.
@@ -318,11 +485,34 @@ class OutboxRepository:
                     deliveries.update()
                     .where(deliveries.c.id.in_(chosen.scalar_subquery()), due)
                     .values(status="sending", next_attempt_at=lease_until, updated_at=now)
-                    .returning(*deliveries.c)
+                    .returning(
+                        deliveries.c.id,
+                        deliveries.c.message_id,
+                        deliveries.c.subscription,
+                        deliveries.c.body,
+                        deliveries.c.attempts,
+                    )
                 ).all()
-                claimed.extend(_delivery(row) for row in rows)
-        claimed.sort(key=lambda d: d.id)
-        return claimed
+                found.extend(
+                    (row_id, Claimed(mid, name, body, attempts))
+                    for row_id, mid, name, body, attempts in rows
+                )
+        found.sort(key=lambda pair: pair[0])
+        return [claimed for _, claimed in found]
+
+    def extend(
+        self, message_ids: Sequence[str], *, lease_seconds: float, now: datetime | None = None
+    ) -> None:
+        """Extend the claim on deliveries still being sent (a long round must keep them)."""
+        now = _utc(now or datetime.now(timezone.utc))
+        lease_until = now + timedelta(seconds=lease_seconds)
+        with self._store.begin() as connection:
+            for chunk in _chunks(message_ids):
+                connection.execute(
+                    deliveries.update()
+                    .where(deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending")
+                    .values(next_attempt_at=lease_until, updated_at=now)
+                )
 
     # --- settling --------------------------------------------------------------------------------
 
@@ -335,6 +525,12 @@ class OutboxRepository:
         delivered one resets them. At ``disable_after`` (or on ``disable``, for 410) an active
         subscription is disabled and its pending deliveries are paused. A retry of a
         subscription that is not active is paused instead of scheduled.
+
+        This is the sender's hot path (once per flush of up to a thousand outcomes), so the
+        delivery updates and the attempt rows go to the driver directly, one prepared statement
+        run for all rows (SQLite) or one multi-row statement per 500 rows (PostgreSQL), rather
+        than through SQLAlchemy Core's per-row work; Core remains for drivers whose parameter
+        style this does not write.
         """
         report = Recorded()
         if not settled:
@@ -355,7 +551,8 @@ class OutboxRepository:
                 for name, active, count in connection.execute(query)
             }
             before = {name: list(values) for name, values in state.items()}
-            updates: list[dict[str, Any]] = []
+            # Per delivery: message id, status, next attempt, status code, error, finished.
+            updates: list[tuple[str, str, datetime | None, int | None, str | None, bool]] = []
             for item in settled:
                 attempt = item.attempt
                 status: str = item.status
@@ -376,53 +573,21 @@ class OutboxRepository:
                     elif status == "pending" and not active:
                         status, next_at = "paused", None
                         report.paused.append(attempt.message_id)
-                final = status in ("delivered", *FINAL_FAILURES)
                 updates.append(
-                    {
-                        "b_message_id": attempt.message_id,
-                        "status": status,
-                        "next_attempt_at": next_at,
-                        "last_status_code": attempt.status_code,
-                        "last_error": (attempt.error or "")[:500] or None,
-                        "updated_at": now,
-                        "finished_at": now if final else None,
-                    }
+                    (
+                        attempt.message_id,
+                        status,
+                        next_at,
+                        attempt.status_code,
+                        (attempt.error or "")[:500] or None,
+                        status == "delivered" or status in FINAL_FAILURES,
+                    )
                 )
-            connection.execute(
-                deliveries.update()
-                .where(
-                    deliveries.c.message_id == sa.bindparam("b_message_id"),
-                    deliveries.c.status == "sending",  # still our claim
-                )
-                .values(
-                    status=sa.bindparam("status"),
-                    attempts=deliveries.c.attempts + 1,
-                    next_attempt_at=sa.bindparam("next_attempt_at"),
-                    last_status_code=sa.bindparam("last_status_code"),
-                    last_error=sa.bindparam("last_error"),
-                    updated_at=sa.bindparam("updated_at"),
-                    finished_at=sa.bindparam("finished_at"),
-                ),
-                updates,
-            )
-            logged = [s for s in settled if s.attempt.subscription in state]  # not deleted
-            if logged:
-                connection.execute(
-                    attempts.insert(),
-                    [
-                        {
-                            "message_id": s.attempt.message_id,
-                            "subscription": s.attempt.subscription,
-                            "attempted_at": _utc(s.attempt.attempted_at),
-                            "status_code": s.attempt.status_code,
-                            "outcome": s.attempt.outcome,
-                            "latency_ms": s.attempt.latency_ms,
-                            "error": (s.attempt.error or "")[:500] or None,
-                            "response_excerpt": (s.attempt.response_excerpt or "")[:512] or None,
-                        }
-                        for s in logged
-                    ],
-                )
+            logged = [s.attempt for s in settled if s.attempt.subscription in state]  # not deleted
+            if self._driver is None:
+                self._record_core(connection, updates, logged, now)
+            else:
+                self._record_driver(connection, self._driver, updates, logged, now)
             for name, (active, count) in state.items():
                 if [active, count] == before[name]:
                     continue
@@ -436,6 +601,133 @@ class OutboxRepository:
                 )
             pause_pending(connection, sorted(report.disabled), now)
         return report
+
+    @staticmethod
+    def _record_core(
+        connection: Connection,
+        updates: Sequence[tuple[str, str, datetime | None, int | None, str | None, bool]],
+        logged: Sequence[Attempt],
+        now: datetime,
+    ) -> None:
+        connection.execute(
+            deliveries.update()
+            .where(
+                deliveries.c.message_id == sa.bindparam("b_message_id"),
+                deliveries.c.status == "sending",  # still our claim
+            )
+            .values(
+                status=sa.bindparam("status"),
+                attempts=deliveries.c.attempts + 1,
+                next_attempt_at=sa.bindparam("next_attempt_at"),
+                last_status_code=sa.bindparam("last_status_code"),
+                last_error=sa.bindparam("last_error"),
+                updated_at=sa.bindparam("updated_at"),
+                finished_at=sa.bindparam("finished_at"),
+            ),
+            [
+                {
+                    "b_message_id": mid,
+                    "status": status,
+                    "next_attempt_at": next_at,
+                    "last_status_code": code,
+                    "last_error": error,
+                    "updated_at": now,
+                    "finished_at": now if final else None,
+                }
+                for mid, status, next_at, code, error, final in updates
+            ],
+        )
+        if logged:
+            connection.execute(
+                attempts.insert(),
+                [
+                    {
+                        "message_id": a.message_id,
+                        "subscription": a.subscription,
+                        "attempted_at": _utc(a.attempted_at),
+                        "status_code": a.status_code,
+                        "outcome": a.outcome,
+                        "latency_ms": a.latency_ms,
+                        "error": (a.error or "")[:500] or None,
+                        "response_excerpt": (a.response_excerpt or "")[:512] or None,
+                    }
+                    for a in logged
+                ],
+            )
+
+    @staticmethod
+    def _record_driver(
+        connection: Connection,
+        driver: _Driver,
+        updates: Sequence[tuple[str, str, datetime | None, int | None, str | None, bool]],
+        logged: Sequence[Attempt],
+        now: datetime,
+    ) -> None:
+        at = driver.time(now)
+        to_db = driver.time
+        m = driver.marker
+        cursor = connection.connection.cursor()
+        try:
+            rows = [
+                (
+                    status,
+                    to_db(next_at) if next_at is not None else None,
+                    code,
+                    error,
+                    at,
+                    at if final else None,
+                    mid,
+                )
+                for mid, status, next_at, code, error, final in updates
+            ]
+            unique = len({row[-1] for row in rows}) == len(rows)
+            if driver.sqlite or not unique:
+                # SQLite runs one prepared statement for every row, in C: nothing is cheaper.
+                # (On PostgreSQL only when a message id repeats, which the engine never does:
+                # a multi-row UPDATE would count two attempts of one delivery as one.)
+                cursor.executemany(_SETTLE_ROW.replace("?", m), rows)
+            else:
+                # PostgreSQL drivers run executemany as one round trip per row: one UPDATE … FROM
+                # (VALUES …) per 500 rows instead, typed so that all-NULL columns still bind.
+                ts = f"CAST({m} AS TIMESTAMP WITH TIME ZONE)"
+                row_sql = f"({m}, {ts}, CAST({m} AS INTEGER), {m}, {ts}, {ts}, {m})"
+                for start in range(0, len(rows), _ROWS):
+                    chunk = rows[start : start + _ROWS]
+                    cursor.execute(
+                        _SETTLE_HEAD + ", ".join([row_sql] * len(chunk)) + _SETTLE_TAIL,
+                        [value for row in chunk for value in row],
+                    )
+            if not logged:
+                return
+            values = [
+                (
+                    a.message_id,
+                    a.subscription,
+                    to_db(a.attempted_at),
+                    a.status_code,
+                    a.outcome,
+                    a.latency_ms,
+                    (a.error or "")[:500] or None,
+                    (a.response_excerpt or "")[:512] or None,
+                )
+                for a in logged
+            ]
+            head = (
+                "INSERT INTO airhook_delivery_attempt (message_id, subscription, attempted_at,"
+                " status_code, outcome, latency_ms, error, response_excerpt) VALUES "
+            )
+            row_sql = f"({', '.join([m] * 8)})"
+            if driver.sqlite:
+                cursor.executemany(head + row_sql, values)
+            else:
+                for start in range(0, len(values), _ROWS):
+                    chunk = values[start : start + _ROWS]
+                    cursor.execute(
+                        head + ", ".join([row_sql] * len(chunk)),
+                        [value for row in chunk for value in row],
+                    )
+        finally:
+            cursor.close()
 
     def release(self, message_ids: Sequence[str], *, now: datetime | None = None) -> None:
         """Hand claimed deliveries back unattempted (due now), e.g. when their sender stops."""
