@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
@@ -655,36 +656,43 @@ def test_concurrent_creates_of_one_name_make_one_source(
 # --- SQLite: a writer waits for the write lock by polling ------------------------------------
 
 
-def _hold_write_lock(path: Path, seconds: float, held: threading.Event) -> None:
-    """Hold SQLite's write lock on ``path`` from another connection for ``seconds``."""
+@contextlib.contextmanager
+def _write_lock_held(store: Store, path: Path, seconds: float) -> Iterator[None]:
+    """Migrate ``store``, then hold SQLite's write lock on ``path`` from another connection for
+    ``seconds`` while the block runs (the block starts once the lock is held)."""
     import sqlite3
 
-    connection = sqlite3.connect(path, isolation_level=None)
+    upgrade(store)
+    held = threading.Event()
+
+    def hold() -> None:
+        connection = sqlite3.connect(path, isolation_level=None)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            held.set()
+            time.sleep(seconds)
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    assert held.wait(10)
     try:
-        connection.execute("BEGIN IMMEDIATE")
-        held.set()
-        time.sleep(seconds)
-        connection.execute("COMMIT")
+        yield
     finally:
-        connection.close()
+        holder.join(10)
+        store.dispose()
 
 
 def test_a_sqlite_writer_waits_for_the_write_lock_and_then_writes(tmp_path: Path) -> None:
     store = Store(f"sqlite:///{tmp_path / 'locked.db'}")
-    upgrade(store)
-    held = threading.Event()
-    holder = threading.Thread(
-        target=_hold_write_lock, args=(tmp_path / "locked.db", 0.3, held), daemon=True
-    )
-    holder.start()
-    assert held.wait(10)
-    started = time.monotonic()
-    outcome = InboxRepository(store).record([_event("k-1")])
-    waited = time.monotonic() - started
-    holder.join(10)
+    with _write_lock_held(store, tmp_path / "locked.db", 0.3):
+        started = time.monotonic()
+        outcome = InboxRepository(store).record([_event("k-1")])
+        waited = time.monotonic() - started
     assert [o.status for o in outcome] == ["created"]
     assert waited >= 0.25  # it did wait for the other writer, and did not fail
-    store.dispose()
 
 
 def test_a_sqlite_writer_gives_up_after_the_busy_limit(
@@ -696,17 +704,11 @@ def test_a_sqlite_writer_gives_up_after_the_busy_limit(
 
     monkeypatch.setattr(engine_module, "_SQLITE_BUSY_MS", 200)
     store = Store(f"sqlite:///{tmp_path / 'locked.db'}")
-    upgrade(store)
-    held = threading.Event()
-    holder = threading.Thread(
-        target=_hold_write_lock, args=(tmp_path / "locked.db", 2.0, held), daemon=True
-    )
-    holder.start()
-    assert held.wait(10)
-    with pytest.raises(sa.exc.OperationalError) as caught:
-        InboxRepository(store).record([_event("k-1")])
-    assert isinstance(caught.value.orig, sqlite3.OperationalError)
-    assert "locked" in str(caught.value.orig)
-    holder.join(10)
+    with _write_lock_held(store, tmp_path / "locked.db", 2.0):
+        with pytest.raises(sa.exc.OperationalError) as caught:
+            InboxRepository(store).record([_event("k-1")])
+        assert isinstance(caught.value.orig, sqlite3.OperationalError)
+        assert "locked" in str(caught.value.orig)
+    store = Store(f"sqlite:///{tmp_path / 'locked.db'}")
     assert InboxRepository(store).count(dispatched=False) == 0
     store.dispose()

@@ -9,7 +9,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,26 @@ _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # result codes (sqlite3 names them from Pyt
 _BEGIN_RETRY_FIRST_S, _BEGIN_RETRY_MAX_S = 0.0001, 0.001
 
 
+def _while_busy(run: Callable[[], object], first_delay: float, max_delay: float) -> None:
+    """Call ``run`` until SQLite stops answering "busy"/"locked", for up to ``_SQLITE_BUSY_MS``.
+
+    Waits ``first_delay`` after the first refusal, doubling up to ``max_delay``; any other error,
+    or the last refusal after the deadline, is raised.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
+    delay = first_delay
+    while True:
+        try:
+            run()
+            return
+        except sqlite3.OperationalError as exc:
+            code = getattr(exc, "sqlite_errorcode", _SQLITE_BUSY)
+            if code & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, max_delay)
+
+
 def _enable_wal(cursor: Any) -> None:
     """Switch the database file to WAL, waiting while another connection holds it.
 
@@ -30,16 +50,7 @@ def _enable_wal(cursor: Any) -> None:
     handler, when another process is switching the same new file at the same moment (several
     API server workers starting on a fresh store): wait and retry, as busy_timeout would.
     """
-    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
-    while True:
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", _SQLITE_BUSY)
-            if code & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    _while_busy(lambda: cursor.execute("PRAGMA journal_mode=WAL"), 0.02, 0.02)
 
 
 def _begin_immediate(dbapi_connection: Any) -> None:
@@ -53,18 +64,11 @@ def _begin_immediate(dbapi_connection: Any) -> None:
     second each, and it fell behind the receiver (docs/performance.md). Polling with a short,
     capped delay takes the lock in the next gap.
     """
-    deadline = time.monotonic() + _SQLITE_BUSY_MS / 1000
-    delay = _BEGIN_RETRY_FIRST_S
-    while True:
-        try:
-            dbapi_connection.execute("BEGIN IMMEDIATE")
-            return
-        except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", _SQLITE_BUSY)
-            if code & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(delay * 2, _BEGIN_RETRY_MAX_S)
+    _while_busy(
+        lambda: dbapi_connection.execute("BEGIN IMMEDIATE"),
+        _BEGIN_RETRY_FIRST_S,
+        _BEGIN_RETRY_MAX_S,
+    )
 
 
 def _sqlite_engine(url: str, begin: str) -> Engine:

@@ -11,6 +11,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from airhook.store.driver import driver_of
 from airhook.store.engine import Store
 from airhook.store.tables import inbox
 from airhook.store.times import aware as _aware
@@ -118,6 +119,7 @@ class InboxRepository:
     def __init__(self, store: Store) -> None:
         self._store = store
         self._insert = (postgresql.insert if not store.is_sqlite else sqlite.insert)(inbox)
+        self._driver = driver_of(store)
 
     def record(self, events: Sequence[NewEvent]) -> list[Recorded]:
         """Record a batch in one transaction; return one outcome per event, in order.
@@ -145,15 +147,12 @@ class InboxRepository:
         for event in events:
             first_of.setdefault((event.source, event.dedupe_key), event)
         unique = list(first_of.values())
-        dialect = self._store.write_engine.dialect
-        # "?" for sqlite3; "%s" for psycopg2, psycopg and pg8000 (pyformat drivers take it too).
-        marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
-        time_to_db = inbox.c.received_at.type.dialect_impl(dialect).bind_processor(dialect)
+        driver = self._driver
         created: set[str] = set()
         with self._store.begin() as connection:
             if not self._store.is_sqlite:
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_RECORD_LOCK_ID)))
-            if marker is None:  # a driver parameter style the fast path does not write
+            if driver is None:  # a driver parameter style the fast path does not write
                 statement = self._insert.on_conflict_do_nothing(
                     index_elements=[inbox.c.source, inbox.c.dedupe_key]
                 ).returning(inbox.c.id)
@@ -179,7 +178,7 @@ class InboxRepository:
                     "INSERT INTO airhook_inbox (id, source, profile, event, kind, dedupe_key,"
                     " signature_digest, body, received_at, dispatch_attempts) VALUES "
                 )
-                values = f"({', '.join([marker] * 9)}, 0)"
+                values = f"({', '.join([driver.marker] * 9)}, 0)"
                 tail = " ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id"
                 cursor = connection.connection.cursor()
                 try:
@@ -188,7 +187,6 @@ class InboxRepository:
                         chunk = unique[chunk_start : chunk_start + 500]
                         params: list[Any] = []
                         for e in chunk:
-                            at = _utc(e.received_at)
                             params += (
                                 e.id,
                                 e.source,
@@ -198,7 +196,7 @@ class InboxRepository:
                                 e.dedupe_key,
                                 e.signature_digest,
                                 e.body,
-                                time_to_db(at) if time_to_db else at,
+                                driver.time(e.received_at),
                             )
                         cursor.execute(
                             head + ", ".join([values] * len(chunk)) + tail,

@@ -23,7 +23,7 @@ processes finishing deliveries of one endpoint at once would lose counts.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -32,6 +32,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from airhook.store.driver import Driver, driver_of
 from airhook.store.engine import Store
 from airhook.store.tables import attempts, deliveries, subscriptions
 from airhook.store.times import aware as _aware
@@ -273,38 +274,13 @@ def resume_paused(connection: Connection, name: str, now: datetime) -> None:
     )
 
 
-@dataclass(frozen=True)
-class _Driver:
-    """How the hot paths (adding, recording) talk to the DB-API driver without Core."""
-
-    #: the driver's parameter marker: "?" for sqlite3, "%s" for psycopg2, psycopg and pg8000.
-    marker: str
-    sqlite: bool
-    #: a time as Core would bind it to a ``DateTime(timezone=True)`` column (in UTC).
-    time: Callable[[datetime], Any]
-
-
-def _driver_of(store: Store) -> _Driver | None:
-    dialect = store.write_engine.dialect
-    marker = {"qmark": "?", "format": "%s", "pyformat": "%s"}.get(dialect.paramstyle)
-    if marker is None:
-        return None  # a parameter style the fast paths do not write: Core does the work
-    process = deliveries.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
-
-    def time(value: datetime) -> Any:
-        value = _utc(value)
-        return process(value) if process is not None else value
-
-    return _Driver(marker, store.is_sqlite, time)
-
-
 class OutboxRepository:
     """Add, claim, settle, list and replay deliveries."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._insert = (sqlite.insert if store.is_sqlite else postgresql.insert)(deliveries)
-        self._driver = _driver_of(store)
+        self._driver = driver_of(store)
 
     # --- adding and claiming ---------------------------------------------------------------------
 
@@ -658,7 +634,7 @@ class OutboxRepository:
     @staticmethod
     def _record_driver(
         connection: Connection,
-        driver: _Driver,
+        driver: Driver,
         updates: Sequence[tuple[str, str, datetime | None, int | None, str | None, bool]],
         logged: Sequence[Attempt],
         now: datetime,
