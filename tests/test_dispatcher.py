@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import textwrap
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -23,6 +20,7 @@ from airhook.dispatcher import LEASE_NAME, Dispatcher, asset_extra
 from airhook.store import Store
 from airhook.store.inbox import InboxEvent
 from airhook.store.leases import LeaseRepository
+from tests.airflow_run import run_in_fresh_airflow
 
 DAGS = {
     "rkt_leads.py": """
@@ -315,19 +313,6 @@ print(json.dumps(report))
 '''
 
 
-def _env(home: Path, dags: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        }
-    )
-    return env
-
-
 CUSTOM_MANAGER = """
 from airflow.assets.manager import AssetManager
 
@@ -353,22 +338,17 @@ def report(
         (dags / name).write_text(textwrap.dedent(text))
     script = root / "scenarios.py"
     script.write_text(SCRIPT)
-    env = _env(home, dags)
+    extra_env = {"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False"}
     if request.param == "custom":
         (root / "custom_asset_manager.py").write_text(CUSTOM_MANAGER)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(root), env.get("PYTHONPATH")]))
-        env["AIRFLOW__CORE__ASSET_MANAGER_CLASS"] = "custom_asset_manager.PerEventAssetManager"
-    url = f"sqlite:///{root / 'airhook.db'}"
-    for args in (["-m", "airflow", "db", "migrate"], [str(script), url]):
-        result = subprocess.run(
-            [sys.executable, *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
+        extra_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(root), os.environ.get("PYTHONPATH")])
         )
-        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        extra_env["AIRFLOW__CORE__ASSET_MANAGER_CLASS"] = (
+            "custom_asset_manager.PerEventAssetManager"
+        )
+    url = f"sqlite:///{root / 'airhook.db'}"
+    result = run_in_fresh_airflow(home, dags, [str(script), url], extra_env)
     return dict(json.loads(result.stdout.strip().splitlines()[-1]))
 
 

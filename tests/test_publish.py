@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Iterator
@@ -38,6 +35,7 @@ from airhook.store.migrate import upgrade
 from airhook.store.subscriptions import SubscriptionRepository
 from airhook.store.tables import deliveries
 from airhook.subscription import Subscription
+from tests.airflow_run import run_in_fresh_airflow
 from tests.test_fanout import PRIMARY, Receiver, always, fail_first, make_engine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -402,27 +400,12 @@ def test_dag_run_publishes_retries_in_the_triggerer_and_reports(tmp_path: Path) 
                 example=REPO / "dags" / "airhook_export_insights.py",
             )
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(home),
-                "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__FERNET_KEY": key,
-                "AIRFLOW__AIRHOOK__DATABASE_URL": url,
-                "AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS": "127.0.0.1/32",
-            }
-        )
-        for args in (["-m", "airflow", "db", "migrate"], [str(dag_file)]):
-            result = subprocess.run(
-                [sys.executable, *args],
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=300,
-                check=False,
-            )
-            assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        extra_env = {
+            "AIRFLOW__CORE__FERNET_KEY": key,
+            "AIRFLOW__AIRHOOK__DATABASE_URL": url,
+            "AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS": "127.0.0.1/32",
+        }
+        result = run_in_fresh_airflow(home, dags, [str(dag_file)], extra_env)
         assert json.loads(result.stdout.strip().splitlines()[-1]) == {
             "state": "success",
             "example": {

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import subprocess
-import sys
 import textwrap
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime, timedelta, timezone
@@ -24,6 +21,7 @@ from airhook.store import Store, get_store
 from airhook.store.inbox import InboxRepository, NewEvent
 from airhook.store.migrate import upgrade
 from airhook.triggers.event import WebhookEventTrigger
+from tests.airflow_run import run_in_fresh_airflow
 
 SOURCE = "caleida-main"
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -361,24 +359,7 @@ def test_dag_run_with_the_sensor_hands_the_event_downstream(tmp_path: Path) -> N
     dags.mkdir()
     dag_file = dags / "sensor_dag.py"
     dag_file.write_text(textwrap.dedent(_DAG_FILE).format(source=SOURCE, url=store.url, out=out))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        }
-    )
-    for args in (["-m", "airflow", "db", "migrate"], [str(dag_file)]):
-        result = subprocess.run(
-            [sys.executable, *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_in_fresh_airflow(home, dags, [str(dag_file)])
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"state": "success"}
     handed = json.loads(out.read_text())
     assert handed["id"] == event_id

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import runpy
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -32,6 +29,7 @@ from airhook.operators.webhook import WebhookOperator
 from airhook.outbound import RetryPolicy, message_id
 from airhook.ssrf import DestinationNotAllowedError
 from airhook.triggers.delay import WebhookDelayTrigger
+from tests.airflow_run import run_in_fresh_airflow
 from tests.test_webhook_hook import PRIMARY, Reply, ScriptedServer, connection
 
 REPO = Path(__file__).resolve().parents[1]
@@ -602,33 +600,18 @@ def test_dag_run_defers_between_attempts_and_delivers(
     (dags / "summary.json.j2").write_text(_SUMMARY_TEMPLATE)
     dag_file = dags / "send_dag.py"
     dag_file.write_text(textwrap.dedent(_DAG_FILE).format(out=str(out)))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-    env.update(
-        {
-            "AIRFLOW_HOME": str(home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS": "127.0.0.1/32",
-            "AIRFLOW_CONN_AIRHOOK_TEST_ENDPOINT": json.dumps(
-                {
-                    "conn_type": "airhook_webhook",
-                    "host": scripted.url(),
-                    "password": PRIMARY,
-                    "extra": {"signing": "standard"},
-                }
-            ),
-        }
-    )
-    for args in (["-m", "airflow", "db", "migrate"], [str(dag_file)]):
-        result = subprocess.run(
-            [sys.executable, *args],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    extra_env = {
+        "AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS": "127.0.0.1/32",
+        "AIRFLOW_CONN_AIRHOOK_TEST_ENDPOINT": json.dumps(
+            {
+                "conn_type": "airhook_webhook",
+                "host": scripted.url(),
+                "password": PRIMARY,
+                "extra": {"signing": "standard"},
+            }
+        ),
+    }
+    result = run_in_fresh_airflow(home, dags, [str(dag_file)], extra_env)
     logs = result.stdout + result.stderr
     assert json.loads(result.stdout.strip().splitlines()[-1]) == {"state": "success"}, logs[-3000:]
     assert logs.count("running trigger in line") == 2  # deferred after each failed attempt
