@@ -35,6 +35,7 @@ from airhook.store.migrate import upgrade
 from airhook.store.subscriptions import SubscriptionRepository
 from airhook.store.tables import deliveries
 from airhook.subscription import Subscription
+from airhook.triggers.delay import WebhookDelayTrigger
 from tests.airflow_run import run_in_fresh_airflow
 from tests.test_fanout import PRIMARY, Receiver, always, fail_first, make_engine
 
@@ -171,8 +172,6 @@ def test_templated_events_are_rendered(engine: DeliveryEngine, receiver: Receive
 def test_execute_defers_while_a_delivery_waits_for_its_retry(
     engine: DeliveryEngine, receiver: Receiver
 ) -> None:
-    from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-
     receiver.on("/hook", fail_first(1))
     operator = _operator(settle_seconds=2, min_defer_seconds=0)
     before = datetime.now(timezone.utc)
@@ -180,13 +179,14 @@ def test_execute_defers_while_a_delivery_waits_for_its_retry(
         operator.execute(_context())
     assert deferred.value.method_name == "execute_complete"
     trigger = deferred.value.trigger
-    assert isinstance(trigger, DateTimeTrigger)
+    assert isinstance(trigger, WebhookDelayTrigger)
+    moment = datetime.fromisoformat(trigger.moment)
     # The retry is due within 0.05 s, but a deferral lasts at least settle_seconds.
-    assert before + timedelta(seconds=2) <= trigger.moment
-    assert trigger.moment <= datetime.now(timezone.utc) + timedelta(seconds=2)
+    assert before + timedelta(seconds=2) <= moment
+    assert moment <= datetime.now(timezone.utc) + timedelta(seconds=2)
     assert len(receiver.requests) == 1
     time.sleep(0.1)  # the retry falls due (the trigger would have fired by now)
-    summary = operator.execute_complete(_context(), trigger.moment)
+    summary = operator.execute_complete(_context(), {"status": "success"})
     assert (summary["delivered"], summary["pending"]) == (1, 0)
     assert [r.webhook_id for r in receiver.requests] == [receiver.requests[0].webhook_id] * 2
 
@@ -206,7 +206,7 @@ def test_execute_defers_until_the_earliest_retry_when_later_than_settle(
     receiver.on("/hook", fail_first(1, (503, {"Retry-After": "30"}, b"")))
     with pytest.raises(TaskDeferred) as deferred:
         _operator(settle_seconds=0, min_defer_seconds=5).execute(_context())
-    moment = deferred.value.trigger.moment
+    moment = datetime.fromisoformat(deferred.value.trigger.moment)
     now = datetime.now(timezone.utc)
     assert now + timedelta(seconds=28) <= moment <= now + timedelta(seconds=31)
 
@@ -227,7 +227,7 @@ def test_default_deferral_lasts_at_least_fifteen_seconds(
     before = datetime.now(timezone.utc)
     with pytest.raises(TaskDeferred) as deferred:
         _operator().execute(_context())
-    assert deferred.value.trigger.moment >= before + timedelta(seconds=15)
+    assert datetime.fromisoformat(deferred.value.trigger.moment) >= before + timedelta(seconds=15)
 
 
 def test_task_retry_sends_nothing_twice(engine: DeliveryEngine, receiver: Receiver) -> None:

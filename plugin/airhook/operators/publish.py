@@ -26,6 +26,7 @@ from airhook.errors import PayloadError
 from airhook.fanout import DEFAULT_CONCURRENCY, DeliveryEngine, Event, Summary
 from airhook.outbound import message_id
 from airhook.triggers import MIN_DEFER_SECONDS, SETTLE_SECONDS
+from airhook.triggers.delay import WebhookDelayTrigger
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -215,8 +216,6 @@ class PublishEventOperator(BaseOperator):
         publication = publication_id(context)
         summary = engine.summary(publication=publication)
         if summary.pending:
-            from airflow.providers.standard.triggers.temporal import DateTimeTrigger
-
             now = datetime.now(timezone.utc)
             due = summary.next_attempt_at or now
             moment = max(due, now + timedelta(seconds=self.settle_seconds))
@@ -225,7 +224,12 @@ class PublishEventOperator(BaseOperator):
                 summary.pending,
                 moment.isoformat(),
             )
-            self.defer(trigger=DateTimeTrigger(moment=moment), method_name="execute_complete")
+            # The same trigger as WebhookOperator's waits: it wakes at the moment, not on the
+            # next whole second. The state is in the store, so the event carries none.
+            self.defer(
+                trigger=WebhookDelayTrigger(moment=moment.isoformat()),
+                method_name="execute_complete",
+            )
         return _finish(summary, publication, self.fail_on_dead_letter)
 
 
