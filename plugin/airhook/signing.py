@@ -64,6 +64,7 @@ DEFAULT_TOLERANCE_SECONDS = 300
 MAX_HEADER_LENGTH = 4096
 _TIMESTAMP_RE = re.compile(r"[0-9]{1,12}")
 _HEX_SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
+_SHA256_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +174,23 @@ def _required_header(headers: Headers, name: str) -> str:
     return value.strip()
 
 
+def _listed_signatures(value: str, separator: str, labels: tuple[str, ...]) -> list[bytes]:
+    """The SHA-256 digests in a space-separated list of ``<label><separator><base64>`` entries.
+
+    Entries with another label, without the separator, or whose value is not the strict base64
+    of 32 bytes are skipped: a sender may list signatures a receiver does not check.
+    """
+    found: list[bytes] = []
+    for entry in value.split():
+        label, sep, encoded = entry.partition(separator)
+        if not sep or label not in labels:
+            continue
+        decoded = _b64decode(encoded)  # strict: a second separator is not base64 either
+        if decoded is not None and len(decoded) == _SHA256_BYTES:
+            found.append(decoded)
+    return found
+
+
 def _parse_timestamp(value: str, header: str) -> int:
     if not _TIMESTAMP_RE.fullmatch(value):
         raise SignatureError("malformed_header", f"{header} is not Unix seconds")
@@ -253,14 +271,8 @@ class StandardScheme:
         signature_header = _required_header(headers, "webhook-signature")
         timestamp = _parse_timestamp(raw_timestamp, "webhook-timestamp")
         _check_timestamp(timestamp, now, self.tolerance)
-        candidates: list[bytes] = []
-        for entry in signature_header.split():
-            version, sep, encoded = entry.partition(",")
-            if version != "v1":
-                continue  # other versions (v1a: asymmetric) are not ours to check
-            decoded = _b64decode(encoded) if sep and "," not in encoded else None
-            if decoded is not None and len(decoded) == hashlib.sha256().digest_size:
-                candidates.append(decoded)
+        # Other versions (v1a: asymmetric) are not ours to check.
+        candidates = _listed_signatures(signature_header, ",", ("v1",))
         if not candidates:
             raise SignatureError("malformed_header", "webhook-signature has no valid v1 entry")
         keys = [_standard_key(s) for s in secrets]
@@ -341,14 +353,7 @@ class CcaiScheme:
         signature_header = _required_header(headers, "x-signature")
         timestamp = _parse_timestamp(raw_timestamp, "x-signature-timestamp")
         _check_timestamp(timestamp, now, self.tolerance)
-        candidates: list[bytes] = []
-        for entry in signature_header.split():
-            label, sep, encoded = entry.partition("=")
-            if not sep or label not in ("primary", "secondary"):
-                continue
-            decoded = _b64decode(encoded)
-            if decoded is not None and len(decoded) == hashlib.sha256().digest_size:
-                candidates.append(decoded)
+        candidates = _listed_signatures(signature_header, "=", ("primary", "secondary"))
         if not candidates:
             raise SignatureError("malformed_header", "x-signature has no valid entry")
         keys = [_text_key(s) for s in secrets]
@@ -467,7 +472,7 @@ class HmacScheme:
             decoded = bytes.fromhex(encoded) if _HEX_SHA256_RE.fullmatch(encoded) else None
         else:
             decoded = _b64decode(encoded)
-        if decoded is None or len(decoded) != hashlib.sha256().digest_size:
+        if decoded is None or len(decoded) != _SHA256_BYTES:
             raise SignatureError("malformed_header", f"{self.header} is not a SHA-256 digest")
         keys = [_text_key(s) for s in secrets]
         index = _match([decoded], keys, self._message(body, raw_timestamp))
