@@ -63,7 +63,6 @@ import copy
 import json
 import os
 import secrets
-import signal
 import sqlite3
 import statistics
 import subprocess
@@ -82,10 +81,11 @@ from urllib.parse import parse_qs
 
 import aiohttp
 import requests
+from _servers import uvicorn_app
 from cryptography.fernet import Fernet
 
 from airhook.catalog import load_catalog
-from airhook.devstack import AirflowStack, free_port
+from airhook.devstack import AirflowStack
 from airhook.fanout import DEFAULT_CONCURRENCY, DeliveryEngine, Event
 from airhook.secrets import Secret, SecretPair
 from airhook.ssrf import DestinationPolicy
@@ -219,57 +219,9 @@ def receiver_server(workdir: Path) -> Iterator[str]:
 
     Yield its base URL; stop exactly that process group at the end.
     """
-    port = free_port()
-    log_path = workdir / "receiver-uvicorn.log"
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "outbound:receiver_app",
-            "--app-dir",
-            str(Path(__file__).resolve().parent),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            "--backlog",
-            "1024",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the receiver exited; see {log_path}")
-            try:
-                requests.get(url + "/stats", timeout=1).raise_for_status()
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+    log = workdir / "receiver-uvicorn.log"
+    with uvicorn_app("outbound:receiver_app", "/stats", log, ["--backlog", "1024"]) as (url, _):
         yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-        log.close()
 
 
 def receiver_stats(url: str) -> dict[str, int]:

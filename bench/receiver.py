@@ -96,6 +96,7 @@ from pathlib import Path
 
 import requests
 import sqlalchemy as sa
+from _servers import uvicorn_app
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -307,54 +308,9 @@ def bare_server(workdir: Path) -> Iterator[tuple[str, int]]:
 
     Yield its URL and pid.
     """
-    port = free_port()
-    log = (workdir / "bare-uvicorn.log").open("ab")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "receiver:bare_app",
-            "--app-dir",
-            str(Path(__file__).resolve().parent),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError("the bare uvicorn app exited; see bare-uvicorn.log")
-            try:
-                requests.get(url + PATH, timeout=1)  # any answer (405) means it is up
-                break
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-        log.close()
+    # Any answer on the path (a 405 to the GET) means it is up.
+    with uvicorn_app("receiver:bare_app", PATH, workdir / "bare-uvicorn.log") as server:
+        yield server
 
 
 # --- the deliveries ------------------------------------------------------------------------
