@@ -82,7 +82,6 @@ import math
 import os
 import secrets
 import shutil
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -96,7 +95,7 @@ from pathlib import Path
 
 import requests
 import sqlalchemy as sa
-from _servers import uvicorn_app
+from _servers import served, uvicorn_app
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
@@ -669,52 +668,30 @@ def standalone_server(stack: AirflowStack, workers: int) -> Iterator[tuple[str, 
     default). Yield its URL and process group id.
     """
     port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "airhook.receiver",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
     log_path = stack.home / "logs" / "standalone-receiver.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("ab")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "airhook.receiver",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ],
+    with served(
+        command,
+        port,
+        "/airhook/receiver/health",
+        log_path,
         env=stack.env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the standalone receiver exited; see {log_path}")
-            try:
-                if requests.get(url + "/airhook/receiver/health", timeout=1).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the standalone receiver did not start; see {log_path}")
-            time.sleep(0.2)
-        yield url, process.pid
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(5)
-        log.close()
+        ready_status=200,
+        start_seconds=90,
+    ) as server:
+        yield server
 
 
 # --- measuring -----------------------------------------------------------------------------
