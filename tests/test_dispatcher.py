@@ -17,9 +17,11 @@ from typing import Any
 import pytest
 
 from airhook.dispatcher import LEASE_NAME, Dispatcher, asset_extra
+from airhook.ids import new_event_id
 from airhook.store import Store
-from airhook.store.inbox import InboxEvent
+from airhook.store.inbox import InboxEvent, InboxRepository, NewEvent
 from airhook.store.leases import LeaseRepository
+from airhook.store.migrate import upgrade
 from tests.airflow_run import run_in_fresh_airflow
 
 DAGS = {
@@ -244,8 +246,12 @@ real_register = asset_manager.register_asset_change
 registered = []
 
 
+registered_ids = []
+
+
 def counting_register(**kwargs):
     registered.append(kwargs["asset"].name)
+    registered_ids.append(kwargs["extra"]["airhook_event_id"])
     return real_register(**kwargs)
 
 
@@ -285,6 +291,7 @@ report["many_per_asset"] = {
     "queue_behind_newest_event": queue_behind,
     "queue_rows": queue_rows,
     "registered": sorted(registered),
+    "registered_ids": registered_ids,
     "emitted": emitted,
     "count_after": after,
 }
@@ -555,6 +562,18 @@ def test_airflows_manager_is_called_once_per_asset_and_a_custom_one_once_per_eve
         assert many["registered"] == sorted(
             [SOURCE_ASSET] * 7 + [LEAD_ASSET] * 4 + [KIND_ASSET] * 3
         )
+        # A custom manager hears of the events in inbox order, each on all of its assets.
+        in_order = [
+            i for n, i in enumerate(many["registered_ids"]) if i not in many["registered_ids"][:n]
+        ]
+        assert in_order == many["expected_order"]["leads"] + many["expected_order"]["starts"]
+        assert len(many["registered_ids"]) == 14
+        runs = [
+            i
+            for n, i in enumerate(many["registered_ids"])
+            if n == 0 or many["registered_ids"][n - 1] != i
+        ]
+        assert len(runs) == 7  # each event's calls come together
 
 
 # --- without Airflow: the extra and the lease ------------------------------------------------
@@ -603,3 +622,49 @@ def test_stopped_dispatcher_hands_the_lease_over(store: Store) -> None:
     first.stop()
     assert second._hold_lease()
     assert LeaseRepository(store).holder(LEASE_NAME) == second.holder
+
+
+def test_a_commit_elsewhere_wakes_the_dispatcher_on_postgresql(postgres_url: str) -> None:
+    from tests.conftest import create_postgres_database
+
+    url = create_postgres_database(postgres_url)
+    store, elsewhere = Store(url), Store(url)  # two pools: two processes, as PostgreSQL sees it
+    dispatcher = Dispatcher(store, poll_seconds=600)
+    try:
+        upgrade(store)
+        dispatcher.listen()
+        assert dispatcher.listening.wait(30)
+        dispatcher._wake.clear()
+        InboxRepository(elsewhere).record([_new_event("e-1")])
+        assert dispatcher._wake.wait(30)  # long before the 600 s poll
+        dispatcher._wake.clear()
+        InboxRepository(elsewhere).record([_new_event("e-1")])  # a duplicate: nothing new
+        assert not dispatcher._wake.wait(2)
+    finally:
+        dispatcher.stop()
+        store.dispose()
+        elsewhere.dispose()
+
+
+def test_only_postgresql_dispatchers_listen(store: Store) -> None:
+    dispatcher = Dispatcher(store)
+    dispatcher.listen()
+    if store.is_sqlite:
+        assert dispatcher._listener is None
+    else:
+        assert dispatcher.listening.wait(30)
+    dispatcher.stop()
+
+
+def _new_event(key: str) -> NewEvent:
+    return NewEvent(
+        id=new_event_id(),
+        source="rkt",
+        profile="rkt",
+        event="lead.captured",
+        kind="lead.captured",
+        dedupe_key=key,
+        signature_digest=None,
+        body=json.dumps({"event": "lead.captured"}),
+        received_at=datetime.now(timezone.utc),
+    )

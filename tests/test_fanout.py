@@ -35,7 +35,7 @@ from airhook.secrets import Secret, SecretPair
 from airhook.ssrf import DestinationPolicy
 from airhook.store import Store
 from airhook.store.migrate import upgrade
-from airhook.store.outbox import OutboxRepository
+from airhook.store.outbox import NewDelivery, OutboxRepository
 from airhook.store.subscriptions import SubscriptionRepository
 from airhook.store.tables import attempts, deliveries, subscriptions
 from airhook.subscription import Subscription
@@ -1209,3 +1209,92 @@ def test_outcomes_that_cannot_be_recorded_leave_the_deliveries_claimed(
     assert engine.outbox.claim(now=datetime.now(timezone.utc), lease_seconds=60) == []
     later = datetime.now(timezone.utc) + timedelta(seconds=901)
     assert len(engine.outbox.claim(now=later, lease_seconds=60)) == 3
+
+
+# --- a broken subscription, odd responses, claim renewal under a lock (review findings) --------
+
+
+def test_a_subscription_whose_url_cannot_be_used_fails_alone(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    # A soft hyphen in the host: urlsplit takes it, yarl (aiohttp's URL) refuses it.
+    repo = SubscriptionRepository(store, cipher)
+    repo.create(subscription("good", receiver.url("/good")))
+    repo.create(subscription("bad", "http://\xad.example/hook"))
+    engine = make_engine(store, cipher)
+    result = engine.publish(events(3))
+    assert len([r for r in receiver.requests if r.path == "/good"]) == 3
+    assert result.summary.delivered == 3
+    bad = engine.outbox.find(subscription="bad")
+    assert len(bad) == 3
+    for delivery in bad:
+        assert delivery.status in ("pending", "dead")  # settled as retries, not left "sending"
+        logged = engine.outbox.attempts(delivery.message_id)
+        assert logged
+        assert {a.error for a in logged} == {"internal error: ValueError"}
+
+
+def test_a_nul_byte_in_a_response_is_recorded_without_failing_the_flush(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    repo = SubscriptionRepository(store, cipher)
+    repo.create(subscription("good", receiver.url("/good")))
+    repo.create(subscription("nul", receiver.url("/nul")))
+    receiver.on("/nul", always(500, body=b"oops\x00binary"))
+    engine = make_engine(store, cipher)
+    result = engine.publish(events(2))
+    assert result.summary.delivered == 2
+    assert status_of(store)["good"] == "delivered,delivered"
+    nul = engine.outbox.find(subscription="nul")
+    assert len(nul) == 2
+    for delivery in nul:
+        assert delivery.status in ("pending", "dead")
+        logged = engine.outbox.attempts(delivery.message_id)
+        assert logged
+        assert {a.response_excerpt for a in logged} == {"oops\ufffdbinary"}
+
+
+def test_renewing_claims_skips_rows_another_transaction_holds(
+    postgres_url: str, cipher: Fernet, tmp_path: Path
+) -> None:
+    from tests.conftest import create_postgres_database
+
+    store = Store(create_postgres_database(postgres_url))
+    try:
+        upgrade(store)
+        SubscriptionRepository(store, cipher).create(subscription("a", "http://127.0.0.1:9/"))
+        outbox = OutboxRepository(store)
+        new = [
+            NewDelivery(
+                message_id=f"msg_{i}",
+                subscription="a",
+                event="insight.summary",
+                platform=None,
+                publication="p",
+                body="{}",
+            )
+            for i in range(2)
+        ]
+        now = datetime.now(timezone.utc)
+        outbox.add_claimed(new, lease_seconds=60, now=now)
+        with store.write_engine.connect() as other, other.begin():
+            # A flush settling msg_0 holds its row lock.
+            other.execute(
+                sa.select(deliveries.c.id)
+                .where(deliveries.c.message_id == "msg_0")
+                .with_for_update()
+            ).all()
+            renewal = threading.Thread(
+                target=outbox.extend,
+                args=(["msg_0", "msg_1"],),
+                kwargs={"lease_seconds": 600, "now": now},
+            )
+            renewal.start()
+            renewal.join(30)
+            # Without SKIP LOCKED it would wait for this transaction, which waits for it.
+            assert not renewal.is_alive()
+        until = {d.message_id: d.next_attempt_at for d in outbox.find(publication="p")}
+        assert until["msg_1"] > now + timedelta(seconds=500)  # renewed
+        assert until["msg_0"] < now + timedelta(seconds=120)  # locked: left for its flush
+    finally:
+        store.dispose()

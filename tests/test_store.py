@@ -712,3 +712,20 @@ def test_a_sqlite_writer_gives_up_after_the_busy_limit(
     store = Store(f"sqlite:///{tmp_path / 'locked.db'}")
     assert InboxRepository(store).count(dispatched=False) == 0
     store.dispose()
+
+
+def test_busy_is_told_by_the_error_code_or_else_by_the_message() -> None:
+    import sqlite3
+
+    from airhook.store.engine import _is_busy
+
+    # Raised by hand these carry no sqlite_errorcode, as every error does on Python 3.10.
+    assert _is_busy(sqlite3.OperationalError("database is locked"))
+    assert _is_busy(sqlite3.OperationalError("database table is locked"))
+    assert not _is_busy(sqlite3.OperationalError("disk I/O error"))
+    assert not _is_busy(sqlite3.OperationalError("attempt to write a readonly database"))
+    coded = sqlite3.OperationalError("anything")
+    coded.sqlite_errorcode = 5 | (1 << 8)  # SQLITE_BUSY_RECOVERY: an extended busy code
+    assert _is_busy(coded)
+    coded.sqlite_errorcode = 10  # SQLITE_IOERR
+    assert not _is_busy(coded)

@@ -34,7 +34,7 @@ import sqlalchemy as sa
 
 from airhook.asset_uris import KIND_SCHEME, SOURCE_SCHEME, uris_for
 from airhook.store.engine import Store
-from airhook.store.inbox import InboxEvent, InboxRepository
+from airhook.store.inbox import NEW_EVENTS_CHANNEL, InboxEvent, InboxRepository
 from airhook.store.leases import LeaseRepository
 
 __all__ = ["LEASE_NAME", "Dispatcher", "LeaseLostError", "asset_extra"]
@@ -82,6 +82,7 @@ class Dispatcher:
         payload_max_bytes: int = 65536,
         lease_seconds: float = 15.0,
     ) -> None:
+        self._store = store
         self._inbox = InboxRepository(store)
         self._leases = LeaseRepository(store)
         self._batch_size = batch_size
@@ -92,14 +93,69 @@ class Dispatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._listener: threading.Thread | None = None
+        #: set once the listener listens (PostgreSQL): commits from then on wake the dispatcher
+        self.listening = threading.Event()
         self._lease_renewed_at: datetime | None = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the dispatcher thread."""
+        """Start the dispatcher thread (and, on PostgreSQL, its listener)."""
+        self.listen()
         self._thread = threading.Thread(target=self._run, name="airhook-dispatcher", daemon=True)
         self._thread.start()
+
+    def listen(self) -> None:
+        """On PostgreSQL, wake the dispatcher whenever any process commits new inbox events.
+
+        Why: a standalone receiver, or another API server, records events this process's
+        dispatcher would otherwise find only at its next poll (``dispatch_poll_seconds``). The
+        inbox insert notifies a channel in its transaction (PostgreSQL delivers it at the
+        commit); a thread here listens on a connection of its own. Polling stays as the
+        fallback, so a lost connection only costs latency. SQLite has no such channel.
+        """
+        if self._store.is_sqlite or self._listener is not None:
+            return
+        self._listener = threading.Thread(
+            target=self._listen, name="airhook-dispatcher-listener", daemon=True
+        )
+        self._listener.start()
+
+    def _listen(self) -> None:
+        import select
+
+        while not self._stop.is_set():
+            connection = None
+            try:
+                connection = self._store.write_engine.raw_connection()
+                dbapi = connection.driver_connection
+                if not hasattr(dbapi, "poll") or not hasattr(dbapi, "notifies"):
+                    log.info("airhook dispatcher: the driver cannot LISTEN; polling only")
+                    return
+                dbapi.autocommit = True
+                cursor = dbapi.cursor()
+                cursor.execute(f"LISTEN {NEW_EVENTS_CHANNEL}")
+                cursor.close()
+                self.listening.set()
+                while not self._stop.is_set():
+                    readable, _, _ = select.select([dbapi], [], [], 1.0)
+                    if readable:
+                        dbapi.poll()
+                        if dbapi.notifies:
+                            dbapi.notifies.clear()
+                            self._wake.set()
+            except Exception as exc:
+                log.warning(
+                    "airhook dispatcher: listening for new events failed (%s); polling meanwhile",
+                    type(exc).__name__,
+                )
+                self.listening.clear()
+                self._stop.wait(5.0)
+            finally:
+                if connection is not None:
+                    # In autocommit and listening: it must not go back into the pool.
+                    connection.invalidate()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread after its current batch and give the lease up."""
@@ -107,6 +163,8 @@ class Dispatcher:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        if self._listener is not None:
+            self._listener.join(timeout)
         try:
             self._leases.release(LEASE_NAME, self.holder)
         except Exception:
@@ -204,6 +262,7 @@ class Dispatcher:
             )
             # asset id -> the extras of its new asset events, in inbox order
             planned: dict[int, list[dict[str, Any]]] = {}
+            ordered: list[tuple[int, dict[str, Any]]] = []  # (asset id, extra), inbox order
             models: dict[int, Any] = {}
             for event in events:
                 if event.id in done:
@@ -218,8 +277,9 @@ class Dispatcher:
                 extra = asset_extra(event, self._payload_max_bytes)
                 for model in targets:
                     planned.setdefault(model.id, []).append(extra)
+                    ordered.append((model.id, extra))
                     models[model.id] = model
-            newest = _create_asset_events(session, models, planned, notifications)
+            newest = _create_asset_events(session, models, planned, ordered, notifications)
             if newest is not None:
                 _advance_queue(session, set(planned), newest)
             if fence is not None and not fence():
@@ -267,6 +327,7 @@ def _create_asset_events(
     session: Any,
     models: dict[int, Any],
     planned: dict[int, list[dict[str, Any]]],
+    ordered: list[tuple[int, dict[str, Any]]],
     notifications: list[Callable[[], None]],
 ) -> datetime | None:
     """Create the planned asset events in ``session``; return the newest one's timestamp.
@@ -281,8 +342,11 @@ def _create_asset_events(
     newest and the DAG run it queues includes them all. Listeners hear of every event, after
     the commit, as they would from N calls.
 
+    Each asset's events keep their inbox order (timestamps, ids, listener calls); across assets
+    they are grouped, which no DAG run can tell (each run reads its own assets' events).
+
     Only with Airflow's own asset manager: a custom ``[core] asset_manager_class`` may do
-    anything per event, so it gets one ``register_asset_change`` call per event.
+    anything per event, so it gets one ``register_asset_change`` call per event, in inbox order.
     """
     from airflow.assets.manager import AssetManager, asset_manager
 
@@ -297,7 +361,7 @@ def _create_asset_events(
             _insert_asset_events(session, earlier, models, notifications)
         calls = [(asset_id, extras[-1]) for asset_id, extras in planned.items()]
     else:
-        calls = [(asset_id, extra) for asset_id, extras in planned.items() for extra in extras]
+        calls = ordered
     newest: datetime | None = None
     for asset_id, extra in calls:
         asset_event = asset_manager.register_asset_change(

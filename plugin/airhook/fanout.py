@@ -48,7 +48,7 @@ import orjson
 from airhook import __version__
 from airhook.catalog import Catalog, load_catalog
 from airhook.errors import DeliveryError, PayloadError
-from airhook.outbound import Outcome, classify, message_id, parse_retry_after
+from airhook.outbound import Outcome, RetryPolicy, classify, message_id, parse_retry_after
 from airhook.ssrf import DestinationNotAllowedError, DestinationPolicy
 from airhook.store.outbox import (
     FINAL_FAILURES,
@@ -64,7 +64,6 @@ from airhook.subscription import Subscription
 if TYPE_CHECKING:
     import aiohttp
 
-    from airhook.outbound import RetryPolicy
     from airhook.secrets import Secret
     from airhook.signing import SigningScheme
     from airhook.store.engine import Store
@@ -319,6 +318,14 @@ def _template_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
     return renderer_for, template_context
 
 
+def _retry_policy_of(subscription: Subscription) -> RetryPolicy:
+    """The subscription's retry policy, or the default one should its schedule be unusable."""
+    try:
+        return subscription.retry_policy()
+    except Exception:
+        return RetryPolicy()
+
+
 def _configured_policy() -> DestinationPolicy:
     from airhook.config import get_str
 
@@ -345,7 +352,9 @@ def _excerpt(raw: bytes, secrets: Iterable[str]) -> str | None:
     """
     if not raw:
         return None
-    text = raw.decode("utf-8", errors="replace")
+    # PostgreSQL's text refuses NUL characters: one in a response must not fail the whole
+    # flush of outcomes it is recorded with.
+    text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
     found = {s for s in secrets if len(s) >= 4 and s in text}
     # Longest first, so that a secret containing another is blanked whole.
     for secret in sorted(found, key=len, reverse=True):
@@ -547,13 +556,22 @@ class DeliveryEngine:
             again = [mid for mid in ids if mid not in created]
             if added.claimed:
                 state = await self._send_round(session, added.claimed)
-                again += state.retrying + state.skipped
-                if not again and len(added.claimed) == len(ids) == sum(state.counts.values()):
+                unsettled = state.retrying + state.skipped
+                if (
+                    not again
+                    and not unsettled
+                    and len(added.claimed) == len(ids) == sum(state.counts.values())
+                ):
                     # Every delivery was new, claimed and attempted here, and each outcome is
-                    # final (a retry or a skip would be in ``again``): the counts are the
-                    # summary, without reading the thousands of rows back.
+                    # final: the counts are the summary, without reading the thousands of rows
+                    # back.
                     summary = Summary.of(state.counts, None)
                     return PublishResult(events, ids, len(added.created), summary)
+                if wait > 0:
+                    # Retries due within the wait: the first pass may take those due already.
+                    # Without a wait, one pass, as deliver() makes: a retry waits for its time
+                    # and the next call, however soon it falls due.
+                    again += unsettled
             summary = await self._arun_due(session, message_ids=ids, wait=wait, first=again)
         return PublishResult(events, ids, len(added.created), summary)
 
@@ -742,40 +760,49 @@ class DeliveryEngine:
         requests in flight. Workers take the next delivery as soon as one is done (no task per
         delivery); outcomes are recorded by a :class:`_Recorder` while the requests go on.
         """
-        names = {d.subscription for d in claimed}
-        loaded = await asyncio.to_thread(self.subscriptions.all)
-        targets = {s.name: self._target(s) for s in loaded if s.name in names and s.active}
-        state = _Round(targets)
-        state.failures = {
-            name: target.subscription.consecutive_failures for name, target in targets.items()
-        }
-        await self._check_targets(targets.values())
         lanes: dict[str, deque[Claimed]] = defaultdict(deque)
         for delivery in claimed:
             lanes[delivery.subscription].append(delivery)
         held = {d.message_id for d in claimed}
-        recorder = _Recorder(self, state, held)
-        per_lane = max(1, self.concurrency // 2)
-        workers_of = {name: min(len(lane), per_lane) for name, lane in lanes.items()}
-        gate = (
-            asyncio.Semaphore(self.concurrency)
-            if sum(workers_of.values()) > self.concurrency
-            else None  # the lanes' workers alone stay within the concurrency
-        )
-        keeper = asyncio.ensure_future(self._keep_claims(held))
-        workers = [
-            asyncio.ensure_future(self._work(session, state, lane, recorder, gate))
-            for name, lane in lanes.items()
-            for _ in range(workers_of[name])
-        ]
+        state = _Round({})
+        recorder: _Recorder | None = None
+        keeper: asyncio.Future[None] | None = None
+        workers: list[asyncio.Future[None]] = []
         try:
+            # Set up inside the try: should reading the subscriptions fail, the finally below
+            # hands every claim back instead of leaving them to lapse.
+            loaded = await asyncio.to_thread(self.subscriptions.all)
+            state.targets = {
+                s.name: self._target(s) for s in loaded if s.name in lanes and s.active
+            }
+            state.failures = {
+                name: target.subscription.consecutive_failures
+                for name, target in state.targets.items()
+            }
+            await self._check_targets(state.targets.values())
+            recorder = _Recorder(self, state, held)
+            per_lane = max(1, self.concurrency // 2)
+            workers_of = {name: min(len(lane), per_lane) for name, lane in lanes.items()}
+            gate = (
+                asyncio.Semaphore(self.concurrency)
+                if sum(workers_of.values()) > self.concurrency
+                else None  # the lanes' workers alone stay within the concurrency
+            )
+            keeper = asyncio.ensure_future(self._keep_claims(held))
+            workers = [
+                asyncio.ensure_future(self._work(session, state, lane, recorder, gate))
+                for name, lane in lanes.items()
+                for _ in range(workers_of[name])
+            ]
             await asyncio.gather(*workers)
         finally:
             for worker in workers:
                 worker.cancel()
-            keeper.cancel()
+            if keeper is not None:
+                keeper.cancel()
             try:
-                await recorder.close()
+                if recorder is not None:
+                    await recorder.close()
             finally:
                 # Deliveries not attempted (skipped, or left when the round stopped) go back
                 # due now, so that nobody waits for their claims to lapse.
@@ -890,6 +917,32 @@ class DeliveryEngine:
         return Settled(attempt, "pending", next_attempt_at=_utcnow() + timedelta(seconds=delay))
 
     def _target(self, subscription: Subscription) -> _Target:
+        """The round's view of ``subscription``; one whose settings cannot be used (a URL that
+        passes ``urlsplit`` but not yarl, say) gets a target that refuses each request, so that
+        its deliveries are settled as internal errors and the round's others still go out."""
+        try:
+            return self._usable_target(subscription)
+        except Exception as exc:
+            import aiohttp
+
+            log.error(
+                "subscription %s cannot be sent to: %s", subscription.name, type(exc).__name__
+            )
+            timeout = self.default_timeout
+            return _Target(
+                subscription=subscription,
+                url=None,
+                headers={},
+                scheme=None,
+                secrets=(),
+                hidden=(subscription.url,),
+                timeout=timeout,
+                client_timeout=aiohttp.ClientTimeout(total=timeout),
+                retry=_retry_policy_of(subscription),
+                refused=exc,
+            )
+
+    def _usable_target(self, subscription: Subscription) -> _Target:
         import aiohttp
         from yarl import URL
 
@@ -919,9 +972,11 @@ class DeliveryEngine:
         targets: Iterable[_Target],
         cache: dict[str, asyncio.Future[None]] | None = None,
     ) -> None:
-        """Give each target the destination policy's verdict: once per origin, concurrently."""
+        """Give each target the destination policy's verdict: once per origin, concurrently.
+
+        A target refused already (its settings are unusable) keeps that verdict."""
         cache = {} if cache is None else cache
-        targets = list(targets)
+        targets = [t for t in targets if t.refused is None]
         verdicts = await asyncio.gather(*(self._verdict(t.subscription, cache) for t in targets))
         for target, verdict in zip(targets, verdicts, strict=True):
             target.refused = verdict

@@ -23,6 +23,15 @@ _SQLITE_BUSY, _SQLITE_LOCKED = 5, 6  # result codes (sqlite3 names them from Pyt
 _BEGIN_RETRY_FIRST_S, _BEGIN_RETRY_MAX_S = 0.0001, 0.001
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite refused because another connection holds a lock (worth waiting for)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11 and later
+    if code is not None:
+        return code & 0xFF in (_SQLITE_BUSY, _SQLITE_LOCKED)
+    # Python 3.10: only the message tells ("database is locked", "database table is locked").
+    return "is locked" in str(exc)
+
+
 def _while_busy(run: Callable[[], object], first_delay: float, max_delay: float) -> None:
     """Call ``run`` until SQLite stops answering "busy"/"locked", for up to ``_SQLITE_BUSY_MS``.
 
@@ -36,21 +45,27 @@ def _while_busy(run: Callable[[], object], first_delay: float, max_delay: float)
             run()
             return
         except sqlite3.OperationalError as exc:
-            code = getattr(exc, "sqlite_errorcode", _SQLITE_BUSY)
-            if code & 0xFF not in (_SQLITE_BUSY, _SQLITE_LOCKED) or time.monotonic() > deadline:
+            if not _is_busy(exc) or time.monotonic() > deadline:
                 raise
         time.sleep(delay)
         delay = min(delay * 2, max_delay)
 
 
-def _enable_wal(cursor: Any) -> None:
-    """Switch the database file to WAL, waiting while another connection holds it.
+def _enable_wal(cursor: Any) -> bool:
+    """Switch the database file to WAL, waiting while another connection holds it; return
+    whether it is in WAL mode now (an in-memory database, for one, cannot be).
 
     SQLite answers "database is locked" to this pragma at once, without calling the busy
     handler, when another process is switching the same new file at the same moment (several
     API server workers starting on a fresh store): wait and retry, as busy_timeout would.
     """
-    _while_busy(lambda: cursor.execute("PRAGMA journal_mode=WAL"), 0.02, 0.02)
+    modes: list[str] = []
+    _while_busy(
+        lambda: modes.append(str(cursor.execute("PRAGMA journal_mode=WAL").fetchone()[0])),
+        0.02,
+        0.02,
+    )
+    return modes[-1].lower() == "wal"
 
 
 def _begin_immediate(dbapi_connection: Any) -> None:
@@ -78,30 +93,34 @@ def _sqlite_engine(url: str, begin: str) -> Engine:
     )
 
     @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+    def _on_connect(dbapi_connection: Any, record: Any) -> None:
         # Take transaction control from pysqlite so that BEGIN is ours to choose (below).
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # WAL: readers never block the writer. synchronous=FULL: an acknowledged event survives
         # a power cut, not only a process crash; group commit pays the fsync once per batch.
-        _enable_wal(cursor)
+        wal = _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=FULL")
         # Writers wait for the write lock in _begin_immediate, the only statement of theirs
-        # that waits for a lock in WAL mode; readers keep SQLite's busy handler.
-        busy_ms = 0 if immediate else _SQLITE_BUSY_MS
-        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
+        # that waits for a lock in WAL mode; readers, and every connection not in WAL mode
+        # (where a COMMIT waits for readers), keep SQLite's busy handler.
+        polls = immediate and wal
+        record.info["airhook_polls_for_lock"] = polls
+        cursor.execute(f"PRAGMA busy_timeout={0 if polls else _SQLITE_BUSY_MS}")
         cursor.close()
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         # Writers take the lock at BEGIN (IMMEDIATE): a deferred transaction that upgrades to a
         # writer later can fail with "database is locked" without waiting for busy_timeout.
-        if immediate:
+        if connection.info.get("airhook_polls_for_lock"):
             try:
                 _begin_immediate(connection.connection.driver_connection)
-            except sqlite3.OperationalError as exc:
+            except sqlite3.Error as exc:
                 # As exec_driver_sql would raise it: callers handle SQLAlchemy's errors.
-                raise sa.exc.OperationalError(begin, None, exc, hide_parameters=True) from exc
+                raise sa.exc.DBAPIError.instance(
+                    begin, None, exc, sqlite3.Error, hide_parameters=True
+                ) from exc
         else:
             connection.exec_driver_sql(begin)
 

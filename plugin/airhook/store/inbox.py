@@ -17,10 +17,12 @@ from airhook.store.tables import inbox
 from airhook.store.times import aware as _aware
 from airhook.store.times import to_utc as _utc
 
-__all__ = ["InboxEvent", "InboxRepository", "NewEvent", "Recorded"]
+__all__ = ["NEW_EVENTS_CHANNEL", "InboxEvent", "InboxRepository", "NewEvent", "Recorded"]
 
 #: The PostgreSQL advisory lock that makes inbox writers commit one after another ("AIRHINBX").
 _RECORD_LOCK_ID = 0x41495248494E4258
+#: The PostgreSQL channel notified when recorded events commit (the dispatcher listens to it).
+NEW_EVENTS_CHANNEL = "airhook_inbox"
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,6 +207,10 @@ class InboxRepository:
                         created.update(row[0] for row in cursor.fetchall())
                 finally:
                     cursor.close()
+            if created and not self._store.is_sqlite:
+                # Delivered to listeners at the commit (not before, not if rolled back): the
+                # dispatcher of any process wakes at once instead of at its next poll.
+                connection.exec_driver_sql(f"NOTIFY {NEW_EVENTS_CHANNEL}")
             earlier: dict[tuple[str, str], tuple[str, str | None]] = {}
             missing = [key for key, e in first_of.items() if e.id not in created]
             for chunk_start in range(0, len(missing), 200):

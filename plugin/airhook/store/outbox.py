@@ -484,9 +484,17 @@ class OutboxRepository:
         lease_until = now + timedelta(seconds=lease_seconds)
         with self._store.begin() as connection:
             for chunk in _chunks(message_ids):
+                # SKIP LOCKED (PostgreSQL; SQLite has one writer): rows an outcome flush is
+                # settling right now need no renewal, and waiting for them while the flush waits
+                # for rows locked here, in another order, would deadlock.
+                renewable = (
+                    sa.select(deliveries.c.message_id)
+                    .where(deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending")
+                    .with_for_update(skip_locked=True)
+                )
                 connection.execute(
                     deliveries.update()
-                    .where(deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending")
+                    .where(deliveries.c.message_id.in_(renewable.scalar_subquery()))
                     .values(next_attempt_at=lease_until, updated_at=now)
                 )
 
