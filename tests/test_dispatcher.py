@@ -12,6 +12,7 @@ import json
 import os
 import textwrap
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,7 +49,8 @@ DAGS = {
     """,
 }
 
-SCRIPT = r'''
+# What every scenario script starts with: the DAG folder parsed into Airflow's DB, helpers.
+PRELUDE = r'''
 import json
 import sys
 import time
@@ -127,6 +129,11 @@ def assets_of(event_id):
     return [e["asset"] for e in asset_events().get(event_id, [])]
 
 
+'''
+
+SCRIPT = (
+    PRELUDE
+    + r"""
 # --- 1: a batch -------------------------------------------------------------------------------
 lead_body = {"event": "lead.captured", "data": {"email": "a@b.c"}}
 ids = {
@@ -317,7 +324,80 @@ report["running"] = {
 }
 
 print(json.dumps(report))
-'''
+"""
+)
+
+
+# The scheduler builds an asset-triggered run in one transaction: it locks the DAG's queue rows
+# (FOR UPDATE SKIP LOCKED), reads the events up to the newest row's created_at, creates the run
+# and deletes those rows. An event dispatched while it holds them must still leave a queue row.
+RACE_SCRIPT = (
+    PRELUDE
+    + r"""
+import threading
+
+from airflow import settings
+
+DAG_ID = "rkt_leads"
+queue_rows = sa.select(AssetDagRunQueue.asset_id, AssetDagRunQueue.created_at).where(
+    AssetDagRunQueue.target_dag_id == DAG_ID
+)
+record("rkt", "lead.captured", "lead.captured")
+Dispatcher(store).dispatch_once()
+with create_session() as session:
+    report["queued_before"] = len(session.execute(queue_rows).all())
+
+scheduler = settings.engine.connect()
+transaction = scheduler.begin()
+report["locked_by_scheduler"] = len(
+    scheduler.execute(queue_rows.with_for_update(skip_locked=True)).all()
+)
+event_id = record("rkt", "lead.captured", "lead.captured")
+outcome = {}
+
+
+def dispatch():
+    try:
+        outcome["handled"] = Dispatcher(store).dispatch_once()
+    except Exception as exc:
+        outcome["error"] = repr(exc)
+
+
+thread = threading.Thread(target=dispatch)
+thread.start()
+# Let the dispatcher reach the scheduler's lock before the scheduler finishes its run.
+waiting = 0
+deadline = time.monotonic() + 30
+while not waiting and thread.is_alive() and time.monotonic() < deadline:
+    with settings.engine.connect() as probe:
+        waiting = probe.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar()
+    time.sleep(0.02)
+report["dispatcher_waited_for_the_scheduler"] = bool(waiting)
+scheduler.execute(sa.delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == DAG_ID))
+transaction.commit()
+scheduler.close()
+thread.join(60)
+report["dispatch"] = outcome
+with create_session() as session:
+    stamp = session.scalar(
+        sa.select(AssetEvent.timestamp)
+        .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+        .where(AssetModel.name == "airhook://rkt/lead.captured")
+        .order_by(AssetEvent.timestamp.desc())
+        .limit(1)
+    )
+    rows = session.execute(queue_rows).all()
+report["event_dispatched"] = assets_of(event_id)
+report["queue_rows_after"] = len(rows)
+report["queue_covers_the_event"] = bool(rows) and all(r.created_at >= stamp for r in rows)
+print(json.dumps(report))
+"""
+)
 
 
 CUSTOM_MANAGER = """
@@ -668,3 +748,33 @@ def _new_event(key: str) -> NewEvent:
         body=json.dumps({"event": "lead.captured"}),
         received_at=datetime.now(timezone.utc),
     )
+
+
+def test_an_event_dispatched_while_the_scheduler_holds_the_queue_row_still_queues_its_dag(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """On PostgreSQL the scheduler may hold (and then delete) the DAG's queue row while the
+    dispatcher writes a newer event for its asset: the event must not be left without a row,
+    or its DAG would not run until some later event arrived."""
+    from tests.conftest import create_postgres_database
+
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    for name, text in DAGS.items():
+        (dags / name).write_text(textwrap.dedent(text))
+    script = tmp_path / "race.py"
+    script.write_text(RACE_SCRIPT)
+    extra_env = {
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": create_postgres_database(postgres_url),
+    }
+    store_url = create_postgres_database(postgres_url)
+    result = run_in_fresh_airflow(tmp_path / "airflow", dags, [str(script), store_url], extra_env)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["import_errors"] == {}
+    assert report["queued_before"] == report["locked_by_scheduler"] == 1
+    assert report["dispatcher_waited_for_the_scheduler"]
+    assert report["dispatch"] == {"handled": 1}
+    assert report["event_dispatched"] == ["airhook://rkt", "airhook://rkt/lead.captured"]
+    assert report["queue_rows_after"] == 1
+    assert report["queue_covers_the_event"]

@@ -279,6 +279,8 @@ class Dispatcher:
                     planned.setdefault(model.id, []).append(extra)
                     ordered.append((model.id, extra))
                     models[model.id] = model
+            if planned:
+                _lock_queue(session, set(planned))
             newest = _create_asset_events(session, models, planned, ordered, notifications)
             if newest is not None:
                 _advance_queue(session, set(planned), newest)
@@ -406,6 +408,27 @@ def _insert_asset_events(
         )
         notifications.append(partial(AssetManager.nofity_asset_event_emitted, asset_event=emitted))
     stats.incr("asset.updates", count=len(rows))
+
+
+def _lock_queue(session: Any, asset_ids: set[int]) -> None:
+    """Lock the DAG-run queue rows of these assets before any of their new events is written.
+
+    Why: on PostgreSQL the scheduler builds an asset-triggered run in one transaction that locks
+    the DAG's queue rows (``FOR UPDATE SKIP LOCKED``), reads the events up to the newest row's
+    ``created_at`` and deletes those rows. Had it locked a row first, Airflow's queueing in
+    ``register_asset_change`` (``INSERT … ON CONFLICT DO NOTHING``) would find the row still there
+    and add none, the scheduler would then delete it, and the new event would wait for some later
+    event of its asset to run its DAG at all. Locking first waits for such a scheduler to finish
+    (its rows are gone, so Airflow inserts new ones), or makes the scheduler skip the rows until
+    this transaction has committed. SQLite ignores ``FOR UPDATE``: it serialises writers.
+    """
+    from airflow.models.asset import AssetDagRunQueue
+
+    session.execute(
+        sa.select(AssetDagRunQueue.asset_id)
+        .where(AssetDagRunQueue.asset_id.in_(asset_ids))
+        .with_for_update()
+    ).all()
 
 
 def _advance_queue(session: Any, asset_ids: set[int], newest: datetime) -> None:
