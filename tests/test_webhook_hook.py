@@ -569,7 +569,9 @@ def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=1))
         .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]),
+            x509.SubjectAlternativeName(
+                [x509.IPAddress(IPv4Address("127.0.0.1")), x509.DNSName(PINNED_NAME)]
+            ),
             critical=False,
         )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
@@ -674,6 +676,72 @@ def test_a_hostname_resolving_to_loopback_is_refused(
     with pytest.raises(DestinationNotAllowedError, match="loopback"):
         send(WebhookHook(None), f"http://localhost:{scripted.port}/hook")
     assert scripted.received == []
+
+
+#: A name no real DNS answers: only the test's resolver knows it.
+PINNED_NAME = "hooks.airhook.test"
+
+
+def _resolving(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:
+    """Give every hook a destination policy (the configured allow list) whose resolver answers
+    ``answers`` in turn, the last one from then on; return the names it was asked for."""
+    from airhook.config import get_str
+    from airhook.ssrf import DestinationPolicy
+
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return [answers[min(len(asked), len(answers)) - 1]]
+
+    def policy(self: WebhookHook) -> DestinationPolicy:
+        allow = get_str("outbound_allow_networks").split(",")
+        return DestinationPolicy(allow=allow, resolver=resolve)
+
+    monkeypatch.setattr(WebhookHook, "destination_policy", policy)
+    return asked
+
+
+def test_a_name_rebound_to_loopback_after_the_check_is_refused_when_connecting(
+    monkeypatch: pytest.MonkeyPatch, scripted: ScriptedServer
+) -> None:
+    # The check sees a public address; by the time the connection is made the name points at
+    # the Airflow host itself. The connection resolves through the policy, so the second
+    # answer is checked too, and nothing reaches the loopback server.
+    monkeypatch.delenv("AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS")
+    asked = _resolving(monkeypatch, "93.184.216.34", "127.0.0.1")
+    with pytest.raises(DestinationNotAllowedError, match="loopback") as caught:
+        send(WebhookHook(None), f"http://{PINNED_NAME}:{scripted.port}/hook")
+    assert asked == [PINNED_NAME, PINNED_NAME]
+    assert caught.value.retryable is False
+    assert scripted.received == []
+
+
+def test_connections_go_to_the_address_the_policy_passed(
+    monkeypatch: pytest.MonkeyPatch, scripted: ScriptedServer
+) -> None:
+    scripted.reset_log()
+    asked = _resolving(monkeypatch, "127.0.0.1")
+    result = send(WebhookHook(None), f"http://{PINNED_NAME}:{scripted.port}/hook")
+    assert result.status_code == 200
+    assert asked == [PINNED_NAME, PINNED_NAME]  # the check, then the connection
+    [request] = scripted.received
+    assert request.headers["host"] == f"{PINNED_NAME}:{scripted.port}"
+
+
+def test_a_pinned_tls_connection_still_verifies_the_name(
+    monkeypatch: pytest.MonkeyPatch, tls_server: ScriptedServer, certificate: tuple[Path, Path]
+) -> None:
+    # The socket goes to the pinned address; the certificate is checked against the URL's
+    # name, which it carries, and refused for a name it does not.
+    tls_server.reset_log()
+    _resolving(monkeypatch, "127.0.0.1")
+    conn_id = connection(monkeypatch, "wh_tls_pinned", extra={"ca_bundle": str(certificate[0])})
+    hook = WebhookHook(conn_id)
+    assert send(hook, f"https://{PINNED_NAME}:{tls_server.port}/hook").status_code == 200
+    with pytest.raises(DeliveryError, match="certificate did not verify"):
+        send(hook, f"https://other.airhook.test:{tls_server.port}/hook")
+    assert len(tls_server.received) == 1
 
 
 def test_allow_list_comes_from_configuration_only() -> None:

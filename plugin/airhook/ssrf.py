@@ -103,6 +103,19 @@ class DestinationPolicy:
             port = parts.port or (443 if parts.scheme == "https" else 80)
         except ValueError as exc:
             raise DestinationNotAllowedError(url, "bad port") from exc
+        return self._checked_addresses(url, host, port)
+
+    def addresses(self, host: str, port: int, scheme: str = "http") -> list[str]:
+        """Resolve ``host`` and return its addresses if every one may be reached, else raise.
+
+        For the moment of connecting: a client that connects only to these addresses (rather
+        than resolving the name again) cannot be sent elsewhere by a DNS answer that changed
+        since :meth:`check` (rebinding). ``scheme`` only names the destination in errors.
+        """
+        literal = f"[{host}]" if ":" in host else host
+        return self._checked_addresses(f"{scheme}://{literal}:{port}/", host, port)
+
+    def _checked_addresses(self, url: str, host: str, port: int) -> list[str]:
         try:
             literal = ipaddress.ip_address(host)
             addresses = [str(literal)]

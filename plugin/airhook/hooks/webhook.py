@@ -351,8 +351,15 @@ class WebhookHook(BaseHook):
         if self._session is None:
             import requests
 
+            from airhook.hooks.pinned import PinnedAdapter
+
             session = requests.Session()
             session.headers["User-Agent"] = f"airhook/{__version__}"
+            # Connections go only to addresses the destination policy has just passed, so a
+            # DNS answer that changes after send()'s check cannot redirect the call.
+            adapter = PinnedAdapter(self.destination_policy())
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
             self._session = session
         return self._session
 
