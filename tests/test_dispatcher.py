@@ -9,8 +9,11 @@ the tests assert on that. Leases and the extra need no Airflow and run here, on 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import textwrap
+import threading
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -400,6 +403,76 @@ print(json.dumps(report))
 )
 
 
+# A round that stalls after counting its attempt (a GC pause, a frozen VM) while another
+# dispatcher takes the lease over, dispatches the same events and goes away (stops, which frees
+# the lease, or dies between Airflow's commit and marking the inbox): when the stalled round
+# resumes, it must not commit those events a second time.
+STALL_SCRIPT = (
+    PRELUDE
+    + r"""
+import threading
+
+from airhook.dispatcher import LEASE_NAME
+from airhook.store.leases import LeaseRepository
+
+LEASE = 1.0
+
+
+def scenario(how):
+    leases = LeaseRepository(store)
+    leases.release(LEASE_NAME, leases.holder(LEASE_NAME) or "")
+    event_id = record("rkt", "lead.captured", "lead.captured")
+    stalled_one = Dispatcher(store, lease_seconds=LEASE)
+    other = Dispatcher(store, lease_seconds=LEASE)
+    assert stalled_one._hold_lease()
+    stalled, resume = threading.Event(), threading.Event()
+    begin = stalled_one._inbox.begin_dispatch
+
+    def begin_then_stall(ids):
+        begin(ids)
+        stalled.set()
+        resume.wait(60)
+
+    stalled_one._inbox.begin_dispatch = begin_then_stall
+    outcome = {}
+
+    def run():
+        try:
+            outcome["handled"] = stalled_one.dispatch_once(fence=stalled_one._still_leader)
+        except Exception as exc:
+            outcome["error"] = repr(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert stalled.wait(30)
+    time.sleep(LEASE + 0.3)  # the stalled round's lease lapses
+    seen = {"other_took_the_lease": other._hold_lease()}
+    if how == "dies_before_marking":
+        with mock.patch.object(other._inbox, "mark_dispatched", side_effect=RuntimeError("killed")):
+            try:
+                other.dispatch_once(fence=other._still_leader)
+            except RuntimeError:
+                pass
+        time.sleep(LEASE + 0.3)  # its lease lapses too
+    else:
+        other.dispatch_once(fence=other._still_leader)
+        other.stop()  # frees the lease
+    seen["after_the_other"] = assets_of(event_id)
+    resume.set()
+    thread.join(60)
+    seen["stalled_round"] = outcome
+    seen["after_the_stalled_round"] = assets_of(event_id)
+    seen["inbox"] = inbox_state(event_id)
+    return seen
+
+
+report["stops"] = scenario("stops")
+report["dies_before_marking"] = scenario("dies_before_marking")
+print(json.dumps(report))
+"""
+)
+
+
 CUSTOM_MANAGER = """
 from airflow.assets.manager import AssetManager
 
@@ -704,6 +777,39 @@ def test_stopped_dispatcher_hands_the_lease_over(store: Store) -> None:
     assert LeaseRepository(store).holder(LEASE_NAME) == second.holder
 
 
+def test_a_failed_round_is_logged_without_the_rows_it_was_writing(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An error from Airflow's database quotes the statement's parameters: the asset events'
+    # extra, payloads included. The log names the error, not what it quotes.
+    import sqlalchemy as sa
+
+    payload = "PAYLOAD-ada@example.com"
+    InboxRepository(store).record([_new_event(payload)])
+    refused = sa.exc.IntegrityError(
+        "INSERT INTO asset_event (extra) VALUES (?)", ({"payload": payload},), ValueError(payload)
+    )
+    dispatcher = Dispatcher(store, poll_seconds=0.05)
+    failed = threading.Event()
+
+    def write(events: Any, fence: Any = None) -> None:
+        failed.set()
+        raise refused
+
+    monkeypatch.setattr(dispatcher, "_write_to_airflow", write)
+    caplog.set_level(logging.INFO, logger="airhook")
+    dispatcher.start()
+    try:
+        assert failed.wait(10)
+        deadline = time.monotonic() + 10
+        while "round failed" not in caplog.text and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        dispatcher.stop()
+    assert "airhook dispatcher round failed (builtins.ValueError at " in caplog.text
+    assert payload not in caplog.text
+
+
 def test_a_commit_elsewhere_wakes_the_dispatcher_on_postgresql(postgres_url: str) -> None:
     from tests.conftest import create_postgres_database
 
@@ -750,6 +856,24 @@ def _new_event(key: str) -> NewEvent:
     )
 
 
+def _run_scenario(tmp_path: Path, script_text: str, metadata_url: str, store_url: str) -> Any:
+    """Run a scenario script in a fresh Airflow on ``metadata_url``; return its report."""
+    dags = tmp_path / "dags"
+    dags.mkdir()
+    for name, text in DAGS.items():
+        (dags / name).write_text(textwrap.dedent(text))
+    script = tmp_path / "scenario.py"
+    script.write_text(script_text)
+    extra_env = {
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": metadata_url,
+    }
+    result = run_in_fresh_airflow(tmp_path / "airflow", dags, [str(script), store_url], extra_env)
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["import_errors"] == {}
+    return report
+
+
 def test_an_event_dispatched_while_the_scheduler_holds_the_queue_row_still_queues_its_dag(
     tmp_path: Path, postgres_url: str
 ) -> None:
@@ -758,23 +882,39 @@ def test_an_event_dispatched_while_the_scheduler_holds_the_queue_row_still_queue
     or its DAG would not run until some later event arrived."""
     from tests.conftest import create_postgres_database
 
-    dags = tmp_path / "dags"
-    dags.mkdir()
-    for name, text in DAGS.items():
-        (dags / name).write_text(textwrap.dedent(text))
-    script = tmp_path / "race.py"
-    script.write_text(RACE_SCRIPT)
-    extra_env = {
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": create_postgres_database(postgres_url),
-    }
-    store_url = create_postgres_database(postgres_url)
-    result = run_in_fresh_airflow(tmp_path / "airflow", dags, [str(script), store_url], extra_env)
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["import_errors"] == {}
+    report = _run_scenario(
+        tmp_path,
+        RACE_SCRIPT,
+        create_postgres_database(postgres_url),
+        create_postgres_database(postgres_url),
+    )
     assert report["queued_before"] == report["locked_by_scheduler"] == 1
     assert report["dispatcher_waited_for_the_scheduler"]
     assert report["dispatch"] == {"handled": 1}
     assert report["event_dispatched"] == ["airhook://rkt", "airhook://rkt/lead.captured"]
     assert report["queue_rows_after"] == 1
     assert report["queue_covers_the_event"]
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_a_round_that_stalled_while_another_dispatcher_took_over_does_not_dispatch_again(
+    tmp_path: Path, request: pytest.FixtureRequest, database: str
+) -> None:
+    if database == "sqlite":
+        metadata_url = f"sqlite:///{tmp_path / 'airflow.db'}"
+        store_url = f"sqlite:///{tmp_path / 'airhook.db'}"
+    else:
+        from tests.conftest import create_postgres_database
+
+        base = request.getfixturevalue("postgres_url")
+        metadata_url = create_postgres_database(base)
+        store_url = create_postgres_database(base)
+    report = _run_scenario(tmp_path, STALL_SCRIPT, metadata_url, store_url)
+    once = ["airhook://rkt", "airhook://rkt/lead.captured"]
+    for how in ("stops", "dies_before_marking"):
+        seen = report[how]
+        assert seen["other_took_the_lease"], how
+        assert seen["after_the_other"] == once, how
+        assert seen["stalled_round"] == {"handled": 1}, how
+        assert seen["after_the_stalled_round"] == once, how
+        assert seen["inbox"]["dispatched"], how

@@ -7,9 +7,11 @@ dispatch at a time, and another takes over within the lease time if that one die
 Exactly once across two databases, without a shared transaction:
 
 1. count a dispatch attempt on the batch's inbox rows (airhook store, committed);
-2. in one Airflow transaction, create the asset events, skipping any event whose id Airflow
-   already has, which can only be the case for rows with an earlier attempt (a crash between
-   steps 3 and 4 of an earlier round);
+2. in one Airflow transaction, which first takes a lock that one round at a time can hold
+   until its commit, read the rows' state again and create the asset events, skipping any
+   event marked meanwhile and any whose id Airflow already has, which can only be the case for
+   rows another round has begun too (a crash between steps 3 and 4 of an earlier round, or a
+   round that stalled while another dispatcher took over);
 3. commit Airflow's transaction;
 4. mark the rows dispatched (airhook store).
 
@@ -21,6 +23,7 @@ so they never hear of an event that was rolled back.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import socket
@@ -34,6 +37,7 @@ import sqlalchemy as sa
 
 from airhook.asset_uris import KIND_SCHEME, SOURCE_SCHEME, uris_for
 from airhook.store.engine import Store
+from airhook.store.errors import describe_error
 from airhook.store.inbox import NEW_EVENTS_CHANNEL, InboxEvent, InboxRepository
 from airhook.store.leases import LeaseRepository
 
@@ -49,6 +53,12 @@ class LeaseLostError(RuntimeError):
 
 
 _EVENT_ID_KEY = "airhook_event_id"
+#: How far the clocks of the hosts that receive and dispatch events may disagree.
+_CLOCK_MARGIN = timedelta(hours=1)
+#: The PostgreSQL advisory lock (transaction-scoped) that serialises dispatch rounds.
+_DISPATCH_LOCK_KEY = int.from_bytes(
+    hashlib.sha256(b"airhook dispatcher").digest()[:8], "big", signed=True
+)
 
 
 def asset_extra(event: InboxEvent, payload_max_bytes: int) -> dict[str, Any]:
@@ -189,8 +199,10 @@ class Dispatcher:
                 )
                 self._lease_renewed_at = None
                 continue
-            except Exception:
-                log.exception("airhook dispatcher round failed; retrying")
+            except Exception as exc:
+                # Not log.exception: an error from Airflow's database quotes the rows being
+                # written, and with them the payloads.
+                log.error("airhook dispatcher round failed (%s); retrying", describe_error(exc))
                 self._stop.wait(1.0)
                 continue
             if dispatched < self._batch_size:
@@ -224,7 +236,9 @@ class Dispatcher:
         :param fence: called just before Airflow's transaction commits; if it returns False the
             transaction is rolled back (:class:`LeaseLostError`). The dispatcher thread passes a
             lease renewal, so that a round that stalled past the lease (while another process took
-            over) cannot commit asset events the new holder may also commit.
+            over) gives way; should it still reach its commit (it stalled again, or the other
+            dispatcher has gone and the lease is free), the lock of :func:`_serialise_dispatch`
+            makes it skip what the other one dispatched.
         """
         events = self._inbox.undispatched(self._batch_size)
         if not events:
@@ -248,18 +262,22 @@ class Dispatcher:
         # collect them and call them once the transaction is committed.
         notifications: list[Callable[[], None]] = []
         with create_session() as session:
+            _serialise_dispatch(session)
+            # Read under that lock: another dispatcher's round for these events has committed
+            # (its asset events are visible now, its marks may be) or has not begun writing.
+            states = self._inbox.dispatch_states([e.id for e in events])
+            done = {e.id for e in events if states.get(e.id, (True, 0))[0]}
+            # Begun by more than this round (an earlier round that crashed or stalled, or
+            # another dispatcher meanwhile): Airflow may have them already.
+            contested = [e for e in events if e.id not in done and states[e.id][1] > 1]
+            if contested:
+                done |= self._already_in_airflow(session, AssetEvent, AssetModel, contested)
             assets = {
                 model.name: model
                 for model in session.scalars(
                     sa.select(AssetModel).where(AssetModel.name.in_(wanted))
                 )
             }
-            retried = [e for e in events if e.dispatch_attempts > 0]
-            done = (
-                self._already_in_airflow(session, AssetEvent, AssetModel, retried)
-                if retried
-                else set()
-            )
             # asset id -> the extras of its new asset events, in inbox order
             planned: dict[int, list[dict[str, Any]]] = {}
             ordered: list[tuple[int, dict[str, Any]]] = []  # (asset id, extra), inbox order
@@ -305,7 +323,9 @@ class Dispatcher:
         session: Any, asset_event: Any, asset_model: Any, events: Sequence[InboxEvent]
     ) -> set[str]:
         """Return the ids among ``events`` that Airflow has asset events for."""
-        since = min(e.received_at for e in events) - timedelta(minutes=1)
+        # received_at is the receiving host's clock, an asset event's timestamp the
+        # dispatching host's: the margin allows for clocks that disagree.
+        since = min(e.received_at for e in events) - _CLOCK_MARGIN
         rows = session.execute(
             sa.select(asset_event.extra)
             .join(asset_model, asset_event.asset_id == asset_model.id)
@@ -408,6 +428,30 @@ def _insert_asset_events(
         )
         notifications.append(partial(AssetManager.nofity_asset_event_emitted, asset_event=emitted))
     stats.incr("asset.updates", count=len(rows))
+
+
+def _serialise_dispatch(session: Any) -> None:
+    """Let one dispatch round at a time, in any process, past this point of Airflow's transaction.
+
+    Why: the lease keeps one dispatcher active, but a round can stall (a GC pause, a frozen VM)
+    past its lease while another dispatcher takes over, dispatches the same events and goes
+    away; the stalled round would then commit them a second time. Taken before a round reads
+    what was already dispatched and held until its commit, this lock makes each round see every
+    earlier round's asset events. PostgreSQL: an advisory lock for the transaction. SQLite: its
+    write lock, taken by a statement that changes nothing. Other databases rely on the lease.
+    """
+    from airflow.models.asset import AssetDagRunQueue
+
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_DISPATCH_LOCK_KEY)))
+    elif dialect == "sqlite":
+        session.execute(
+            sa.update(AssetDagRunQueue)
+            .where(sa.false())
+            .values(created_at=AssetDagRunQueue.created_at)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def _lock_queue(session: Any, asset_ids: set[int]) -> None:

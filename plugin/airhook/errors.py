@@ -97,7 +97,13 @@ class UnknownEventError(PayloadError):
     def __init__(self, platform: str, event: object) -> None:
         self.platform = platform
         self.event = event
-        super().__init__(f"{platform} has no event {event!r}")
+        # The value came from a payload: quoted only when it is a short name, else its type.
+        shown = (
+            repr(event)
+            if isinstance(event, str) and len(event) <= 100
+            else f"(a {type(event).__name__})"
+        )
+        super().__init__(f"{platform} has no event {shown}")
 
 
 class PayloadValidationError(PayloadError):

@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from airhook.store.errors import describe_error
 from airhook.store.inbox import InboxRepository, NewEvent, Recorded
 
 __all__ = ["GroupCommitWriter"]
@@ -37,14 +38,15 @@ def _resolve_all(outcomes: list[tuple[asyncio.Future[Recorded], Recorded | None,
         _resolve(future, result, error)
 
 
-def _hand_back(batch: list[_Item], results: list[Recorded | None], error: Any) -> None:
-    """Resolve each request's future in its own event loop: one wake-up per loop and batch.
+def _hand_back(batch: list[_Item], outcomes: list[tuple[Recorded | None, Any]]) -> None:
+    """Resolve each request's future (with its result, or its error) in its own event loop:
+    one wake-up per loop and batch.
 
     ``call_soon_threadsafe`` writes to the loop's self-pipe; once per request that was a system
     call and a loop iteration each, now it is one per batch (each process has one loop).
     """
     by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
-    for (_, loop, future), result in zip(batch, results, strict=True):
+    for (_, loop, future), (result, error) in zip(batch, outcomes, strict=True):
         by_loop.setdefault(loop, []).append((future, result, error))
     for loop, outcomes in by_loop.items():
         try:
@@ -53,12 +55,19 @@ def _hand_back(batch: list[_Item], results: list[Recorded | None], error: Any) -
             log.debug("airhook writer: an event loop closed before its answers")
 
 
-def _describe(error: BaseException) -> str:
-    """Name a store error by the driver's exception type and error code, never its message."""
+def _about_the_data(error: BaseException) -> bool:
+    """Whether the database refused the rows rather than failed: a value it cannot store (a
+    driver's ``ValueError``, SQL's data exceptions) or a constraint."""
+    import sqlalchemy as sa
+
+    if isinstance(error, sa.exc.DataError | sa.exc.IntegrityError):
+        return True
     origin = getattr(error, "orig", None) or error  # SQLAlchemy wraps the driver's error
-    name = f"{type(origin).__module__}.{type(origin).__qualname__}"
-    code = getattr(origin, "pgcode", None) or getattr(origin, "sqlite_errorname", None)
-    return f"{name} {code}" if code else name
+    # The inbox's hot path talks to the driver: its errors come unwrapped, named as DB-API 2.0
+    # names them in every driver.
+    if any(cls.__name__ in ("DataError", "IntegrityError") for cls in type(origin).__mro__):
+        return True
+    return isinstance(origin, ValueError)  # psycopg2 refuses a NUL in a string this way
 
 
 class GroupCommitWriter:
@@ -116,17 +125,27 @@ class GroupCommitWriter:
 
     def _write(self, batch: list[_Item]) -> None:
         try:
-            outcomes = self._inbox.record([event for event, _, _ in batch])
+            recorded = self._inbox.record([event for event, _, _ in batch])
+            outcomes: list[tuple[Recorded | None, Any]] = [(r, None) for r in recorded]
         except Exception as exc:
             # No traceback and no message: a database error quotes the statement's parameters
             # (SQLAlchemy) or the failing row (PostgreSQL's DETAIL), that is, the payloads.
             log.error(
-                "airhook could not record %d deliveries (%s); answering 503",
-                len(batch),
-                _describe(exc),
+                "airhook could not record %d deliveries (%s)", len(batch), describe_error(exc)
             )
-            _hand_back(batch, [None] * len(batch), exc)
-            return
-        _hand_back(batch, list(outcomes), None)
-        if any(outcome.status == "created" for outcome in outcomes):
+            if len(batch) > 1 and _about_the_data(exc):
+                # One row the database refuses must not fail the others of its batch (each
+                # would be retried by its sender, and meet the same row again): one at a time.
+                outcomes = [self._write_one(event) for event, _, _ in batch]
+            else:
+                outcomes = [(None, exc)] * len(batch)  # the database itself: every one is 503
+        _hand_back(batch, outcomes)
+        if any(result is not None and result.status == "created" for result, _ in outcomes):
             self._on_commit()
+
+    def _write_one(self, event: NewEvent) -> tuple[Recorded | None, Any]:
+        try:
+            return self._inbox.record([event])[0], None
+        except Exception as exc:
+            log.error("airhook could not record a delivery (%s)", describe_error(exc))
+            return None, exc

@@ -270,6 +270,20 @@ class InboxRepository:
                 .values(dispatch_attempts=inbox.c.dispatch_attempts + 1)
             )
 
+    def dispatch_states(self, event_ids: Sequence[str]) -> dict[str, tuple[bool, int]]:
+        """Return, per event id: whether it is marked dispatched, and its dispatch attempts."""
+        states: dict[str, tuple[bool, int]] = {}
+        with self._store.read() as connection:
+            for start in range(0, len(event_ids), 500):
+                rows = connection.execute(
+                    sa.select(inbox.c.id, inbox.c.dispatched_at, inbox.c.dispatch_attempts).where(
+                        inbox.c.id.in_(event_ids[start : start + 500])
+                    )
+                )
+                for event_id, dispatched_at, attempts in rows:
+                    states[event_id] = (dispatched_at is not None, int(attempts))
+        return states
+
     def mark_dispatched(self, event_ids: Sequence[str], at: datetime) -> None:
         """Record that these events reached Airflow."""
         with self._store.begin() as connection:
