@@ -17,6 +17,7 @@ After every test the captured log is checked: no secret, signature header or pay
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
@@ -797,6 +798,32 @@ def test_unknown_event_is_refused_422(receiver: Receiver) -> None:
     receiver.reject("rkt", body, signed("rkt", secret, body), 422, "unknown_event")
 
 
+def test_event_name_with_a_control_character_is_refused_422(receiver: Receiver) -> None:
+    # Valid JSON, correctly signed; a NUL is no event name (and PostgreSQL could not store it:
+    # the delivery would be answered 503 for ever).
+    source, secret = make_source("standard")
+    receiver.add(source)
+    for name in ("message\u0000created", "message\u0007created"):
+        body = dumps({"type": name, "data": {}})
+        headers = signed("standard", secret, body)
+        receiver.reject("standard", body, headers, 422, "unknown_event", case=name)
+
+
+def test_delivery_id_with_a_nul_is_recorded_and_deduplicated(receiver: Receiver) -> None:
+    # The generic hmac profile takes the id from the body's "id", with no schema to object.
+    source, secret = make_source("hmac")
+    receiver.add(source)
+    body = dumps({"event": "order.paid", "id": "dlv\u0000-42", "data": {}})
+
+    first = receiver.send("hmac", body, signed("hmac", secret, body))
+    again = receiver.send("hmac", body, signed("hmac", secret, body))
+
+    assert first.status_code == 202, first.text
+    assert again.status_code == 200, again.text
+    assert again.json() == {"id": first.json()["id"], "duplicate": True}
+    assert receiver.rows() == 1
+
+
 def test_body_naming_no_event_is_refused_422(receiver: Receiver) -> None:
     source, secret = make_source("standard")
     receiver.add(source)
@@ -1144,6 +1171,45 @@ def test_store_failure_answers_503_with_retry_after_then_recovers(
     assert [e.id for e in receiver.events("rkt")] == [retried.json()["id"]]
     with receiver.store.read() as connection:
         assert connection.scalar(sa.select(sa.func.count()).select_from(inbox_table)) == 1
+
+
+def test_a_row_the_store_refuses_fails_alone_not_its_batch(store: Store) -> None:
+    """The writer commits queued deliveries together; should the database refuse one row, the
+    others of the batch are still recorded and only that one's request gets the error."""
+    from airhook.ids import new_event_id
+    from airhook.store.inbox import NewEvent
+
+    inbox = InboxRepository(store)
+    writer = GroupCommitWriter(inbox)
+
+    def event(name: Any) -> NewEvent:
+        return NewEvent(
+            id=new_event_id(),
+            source="batch",
+            profile="standard",
+            event=name,
+            kind=None,
+            dedupe_key=f"id:{uuid.uuid4().hex}",
+            signature_digest=None,
+            body="{}",
+            received_at=datetime.now(timezone.utc),
+        )
+
+    async def record_together() -> list[Any]:
+        events = [event("first"), event(None), event("third")]  # NOT NULL: refused
+        tasks = [asyncio.ensure_future(writer.record(e)) for e in events]
+        await asyncio.sleep(0)  # all three queued before the writer takes its first batch
+        writer.start()
+        return list(await asyncio.gather(*tasks, return_exceptions=True))
+
+    try:
+        first, refused, third = asyncio.run(record_together())
+    finally:
+        writer.stop()
+
+    assert first.status == third.status == "created"
+    assert isinstance(refused, Exception)
+    assert [e.event for e in inbox.find("batch")] == ["first", "third"]
 
 
 # --- the standalone receiver: python -m airhook.receiver -------------------------------------

@@ -51,7 +51,9 @@ class Profile:
     def facts(self, payload: Mapping[str, Any]) -> EventFacts:
         """Return the event name, delivery id and chatbot id a payload's envelope carries."""
         name = payload.get(self.event_field)
-        if not isinstance(name, str) or not name or len(name) > 200:
+        # Printable only: a control character (a NUL, say) is no event name, and PostgreSQL
+        # could not store it.
+        if not isinstance(name, str) or not name or len(name) > 200 or not name.isprintable():
             raise UnknownEventError(self.name, name)
         delivery_id = payload.get(self.id_field) if self.id_field else None
         chatbot_id = payload.get(self.chatbot_field) if self.chatbot_field else None

@@ -67,8 +67,10 @@ class Ignored:
 
 def _dedupe_key(delivery_id: str | None, body: bytes) -> str:
     if delivery_id:
-        if len(delivery_id) <= _MAX_ID_LENGTH:
+        if len(delivery_id) <= _MAX_ID_LENGTH and delivery_id.isprintable():
             return "id:" + delivery_id
+        # Too long for the column, or with characters a database may refuse (a NUL): the same
+        # id still gives the same key.
         return "idsha256:" + hashlib.sha256(delivery_id.encode()).hexdigest()
     return "sha256:" + hashlib.sha256(body).hexdigest()
 
