@@ -415,16 +415,51 @@ def test_shipped_template_renders(conn_id: str, scripted: ScriptedServer) -> Non
     assert sent["blocks"][0]["type"] == "header"
 
 
-def test_body_template_cannot_read_connections_or_variables(
-    tmp_path: Path, conn_id: str, scripted: ScriptedServer
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "conn.airhook_slack.password",
+        "var.value.api_key",
+        # The operator itself: its hook reads any connection, its environment may be unsandboxed.
+        'task.hook.get_connection("airhook_slack").password',
+        "task.get_template_env()",
+        'ti.xcom_pull(task_ids="other")',
+        "macros.datetime",
+    ],
+)
+def test_body_template_reaches_no_connection_variable_or_object(
+    tmp_path: Path, conn_id: str, scripted: ScriptedServer, expression: str
 ) -> None:
-    (tmp_path / "steal.json.j2").write_text('{"x": {{ conn.airhook_slack.password | tojson }}}')
+    template = '{"x": {{ (EXPRESSION) | string | tojson }}}'.replace("EXPRESSION", expression)
+    (tmp_path / "steal.json.j2").write_text(template)
     with _dag_in(tmp_path):
         operator = _operator(conn_id, body=None, body_template="steal.json.j2")
+    context = _context(task=operator, macros=SimpleNamespace(datetime="reachable"))
     with pytest.raises(AirflowFailException, match=r"steal.json.j2:1: undefined") as caught:
-        _run(operator)
+        _run(operator, context)
     assert isinstance(caught.value.__cause__, TemplateRenderError)
     assert scripted.received == []
+
+
+def test_body_template_reads_the_context_as_values(
+    tmp_path: Path, conn_id: str, scripted: ScriptedServer
+) -> None:
+    (tmp_path / "values.json.j2").write_text(
+        '{"task": {{ ti.task_id | tojson }}, "try": {{ ti.try_number }},'
+        ' "chat": {{ dag_run.conf.chat_id | tojson }}, "run": {{ run_id | tojson }},'
+        ' "limit": {{ params.limit }}, "day": {{ ds | tojson }}}'
+    )
+    with _dag_in(tmp_path):
+        operator = _operator(conn_id, body=None, body_template="values.json.j2")
+    _run(operator, _context(params={"limit": 3}))
+    assert json.loads(scripted.received[0].body) == {
+        "task": "send",
+        "try": 1,
+        "chat": "cht_42",
+        "run": "manual__2026-03-01T12:00:00+00:00",
+        "limit": 3,
+        "day": "2026-03-01",
+    }
 
 
 def test_template_error_names_template_and_line(

@@ -30,9 +30,79 @@ if TYPE_CHECKING:
 
 __all__ = ["WebhookOperator"]
 
-#: Context entries a body template never sees: ``conn`` and ``var`` read any connection's
-#: password and any Variable, and template authors are not necessarily the DAG's authors.
-_HIDDEN_FROM_TEMPLATES = frozenset({"conn", "var"})
+#: Task context entries a body template gets as they are: values, not objects. The rest of the
+#: context is objects (``task``, ``ti``, ``conn``, ``var``, ``macros``…) whose attributes and
+#: methods reach connections' passwords, Variables or an unsandboxed template environment, and
+#: template authors are not necessarily the DAG's authors.
+_PLAIN_CONTEXT_KEYS = (
+    "ds",
+    "ds_nodash",
+    "ts",
+    "ts_nodash",
+    "ts_nodash_with_tz",
+    "logical_date",
+    "data_interval_start",
+    "data_interval_end",
+    "run_id",
+    "task_instance_key_str",
+    "test_mode",
+)
+
+
+def _plain(value: Any) -> Any:
+    """A copy of ``value`` made of JSON-like values only (mappings, lists, scalars, datetimes)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool | datetime):
+        return value
+    return str(value)
+
+
+def plain_template_context(context: Mapping[str, Any]) -> dict[str, Any]:
+    """The task context as a body template sees it: values copied out of Airflow's objects.
+
+    ``dag_run`` and ``ti`` (also ``task_instance``) become mappings of their identifying fields
+    and ``dag_run.conf``; ``params`` and ``triggering_asset_events`` (asset name to a list of
+    ``{"extra", "timestamp"}``) become plain data. Jinja reads a mapping's keys as attributes,
+    so ``{{ dag_run.conf.chat_id }}`` and ``{{ ti.task_id }}`` read as before.
+    """
+    plain = {k: _plain(context[k]) for k in _PLAIN_CONTEXT_KEYS if k in context}
+    dag_run = context.get("dag_run")
+    if dag_run is not None:
+        plain["dag_run"] = {
+            field: _plain(getattr(dag_run, field, None))
+            for field in (
+                "dag_id",
+                "run_id",
+                "run_type",
+                "logical_date",
+                "data_interval_start",
+                "data_interval_end",
+                "run_after",
+                "start_date",
+            )
+        }
+        plain["dag_run"]["conf"] = _plain(getattr(dag_run, "conf", None) or {})
+    ti = context.get("ti") or context.get("task_instance")
+    if ti is not None:
+        plain["ti"] = plain["task_instance"] = {
+            field: _plain(getattr(ti, field, None))
+            for field in ("dag_id", "task_id", "run_id", "map_index", "try_number")
+        }
+    if "params" in context:
+        plain["params"] = _plain(dict(context["params"]))
+    events = context.get("triggering_asset_events")
+    if events:
+        plain["triggering_asset_events"] = {
+            str(getattr(asset, "name", asset)): [
+                {"extra": _plain(event.extra), "timestamp": _plain(event.timestamp)}
+                for event in asset_events
+            ]
+            for asset, asset_events in events.items()
+        }
+    return plain
 
 
 class WebhookOperator(BaseOperator):
@@ -174,7 +244,7 @@ class WebhookOperator(BaseOperator):
         if self.body_template is not None:
             from airhook.templates import STANDARD_VARIABLES, renderer_for, template_context
 
-            variables = {k: v for k, v in context.items() if k not in _HIDDEN_FROM_TEMPLATES}
+            variables = plain_template_context(context)
             variables.update(self.template_vars)
             # The standard variables (event, data, platform…) are always defined, as the shipped
             # templates expect; template_vars may set them.
