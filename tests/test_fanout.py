@@ -31,6 +31,7 @@ from cryptography.fernet import Fernet
 from airhook.errors import PayloadValidationError, UnknownEventError
 from airhook.fanout import DeliveryEngine, Event
 from airhook.outbound import message_id
+from airhook.redaction import WITHHELD
 from airhook.secrets import Secret, SecretPair
 from airhook.ssrf import DestinationPolicy
 from airhook.store import Store
@@ -797,6 +798,33 @@ def test_no_secret_reaches_a_stored_column_or_a_log_line(
     # The echo did reach the log, with the secrets blanked out.
     excerpts = [row["response_excerpt"] for row in rows(store, attempts)]
     assert all("[redacted]" in excerpt for excerpt in excerpts)
+
+
+def test_secrets_echoed_in_another_form_withhold_the_excerpt(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    # The signing secret JSON-escaped as PHP writes it ("\/"), the header's token without its
+    # "Bearer": not the bytes airhook sent, still the secrets.
+    secret = "whsec_" + base64.b64encode(b"\xff" * 32).decode()
+
+    def echo(request: Received) -> Reply:
+        echoed = json.dumps({"secret": secret, "token": "header-token-secret"})
+        return (500, {}, echoed.replace("/", "\\/").encode())
+
+    receiver.on("/hook", echo)
+    SubscriptionRepository(store, cipher).create(
+        subscription(
+            "a",
+            receiver.url(),
+            secrets=SecretPair(Secret(secret)),
+            headers={"Authorization": Secret("Bearer header-token-secret")},
+            retry_schedule=(0,),
+        )
+    )
+    result = make_engine(store, cipher).publish(events(1))
+    [logged] = OutboxRepository(store).attempts(result.message_ids[0])
+    assert logged.status_code == 500
+    assert logged.response_excerpt == WITHHELD
 
 
 # --- replay ----------------------------------------------------------------------------------

@@ -40,6 +40,7 @@ from werkzeug import Request, Response
 from airhook.errors import DeliveryError
 from airhook.hooks.webhook import DEFAULT_RETRY_POLICY, WebhookHook
 from airhook.outbound import Outcome, RetryPolicy
+from airhook.redaction import WITHHELD
 from airhook.secrets import generate_secret
 from airhook.ssrf import DestinationNotAllowedError
 
@@ -816,7 +817,68 @@ def test_errors_and_logs_hold_no_secret_or_query(
     text = str(caught.value) + repr(caught.value.__cause__) + logs
     assert "tok-quiet-123" not in text
     assert "k-query-789" not in text
-    assert caught.value.url == scripted.url("/hook")
+    assert caught.value.url == f"http://127.0.0.1:{scripted.port}/…"
+
+
+def test_a_url_path_that_is_a_credential_reaches_no_log_error_or_result(
+    monkeypatch: pytest.MonkeyPatch,
+    scripted: ScriptedServer,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # As in a Slack or Zapier incoming-webhook URL: the path is the key.
+    path = "/services/T0AAAA/B0BBBB/XoXoPathToken123"
+    scripted.script(
+        Reply(body=json.dumps({"you_called": path}).encode()), Reply(reset=True), Reply(reset=True)
+    )
+    conn_id = connection(monkeypatch, "wh_path", host=scripted.url(path))
+    hook = WebhookHook(conn_id)
+    policy = RetryPolicy(schedule=(0, 0.01), jitter=False)
+    with caplog.at_level("INFO"):
+        result = send(hook)
+        with pytest.raises(DeliveryError) as caught:
+            hook.deliver("POST", None, {}, BODY, message_id="m", retry_policy=policy)
+    captured = capsys.readouterr()
+    logs = caplog.text + captured.out + captured.err
+    assert "attempt 1 of m failed" in logs
+    text = str(caught.value) + repr(result) + json.dumps(result.json) + logs
+    assert "XoXoPathToken123" not in text
+    assert result.url == caught.value.url == f"http://127.0.0.1:{scripted.port}/…"
+    assert [r.path for r in scripted.received] == [path] * 3  # the calls themselves used it
+
+
+def test_extra_headers_and_secrets_echoed_in_other_forms_are_scrubbed(
+    monkeypatch: pytest.MonkeyPatch, scripted: ScriptedServer
+) -> None:
+    # An API key in the connection's extra headers, echoed as sent; the signing secret echoed
+    # JSON-escaped as PHP writes it ("\/"): the first is replaced, the second withholds the text.
+    api_key = "API-KEY-echoed-4567"
+    secret = "whsec_" + base64.b64encode(b"\xff" * 32).decode()  # "////…": escaped by PHP
+    scripted.script(
+        Reply(
+            body=json.dumps({"X-Api-Key": api_key, "accept": "application/json"}).encode(),
+            headers={"Content-Type": "application/json", "X-Echo": api_key},
+        ),
+        Reply(body=json.dumps({"got": secret}).replace("/", "\\/").encode()),
+    )
+    conn_id = connection(
+        monkeypatch,
+        "wh_keys",
+        host=scripted.url(),
+        password=secret,
+        extra={
+            "signing": "standard",
+            "headers": {"X-Api-Key": api_key, "Accept": "application/json"},
+        },
+    )
+    hook = WebhookHook(conn_id)
+    first = send(hook)
+    assert first.json == {"X-Api-Key": "***", "accept": "application/json"}
+    assert first.headers["X-Echo"] == "***"
+    assert api_key not in repr(first)
+    second = send(hook)
+    assert second.excerpt == WITHHELD
+    assert "////" not in repr(second)
 
 
 def test_result_reports_latency_and_a_short_excerpt(

@@ -49,6 +49,7 @@ from airhook import __version__
 from airhook.catalog import Catalog, load_catalog
 from airhook.errors import DeliveryError, PayloadError
 from airhook.outbound import Outcome, RetryPolicy, classify, message_id, parse_retry_after
+from airhook.redaction import redact, sensitive_forms
 from airhook.ssrf import DestinationNotAllowedError, DestinationPolicy
 from airhook.store.outbox import (
     FINAL_FAILURES,
@@ -345,7 +346,7 @@ def _configured_int(name: str) -> int:
     return get_int(name)
 
 
-def _excerpt(raw: bytes, secrets: Iterable[str]) -> str | None:
+def _excerpt(raw: bytes, secrets: Sequence[str]) -> str | None:
     """The first characters of a response body, with every secret of the request blanked.
 
     Why blank anything: some receivers echo the request (headers included) when they fail.
@@ -355,11 +356,7 @@ def _excerpt(raw: bytes, secrets: Iterable[str]) -> str | None:
     # PostgreSQL's text refuses NUL characters: one in a response must not fail the whole
     # flush of outcomes it is recorded with.
     text = raw.decode("utf-8", errors="replace").replace("\x00", "\ufffd")
-    found = {s for s in secrets if len(s) >= 4 and s in text}
-    # Longest first, so that a secret containing another is blanked whole.
-    for secret in sorted(found, key=len, reverse=True):
-        text = text.replace(secret, _REDACTED)
-    return text[:EXCERPT_CHARS]
+    return redact(text, secrets, _REDACTED)[:EXCERPT_CHARS]
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
@@ -935,7 +932,7 @@ class DeliveryEngine:
                 headers={},
                 scheme=None,
                 secrets=(),
-                hidden=(subscription.url,),
+                hidden=sensitive_forms([subscription.url]),
                 timeout=timeout,
                 client_timeout=aiohttp.ClientTimeout(total=timeout),
                 retry=_retry_policy_of(subscription),
@@ -961,7 +958,7 @@ class DeliveryEngine:
             headers=headers,
             scheme=subscription.signing_scheme(),
             secrets=secrets,
-            hidden=tuple(hidden),
+            hidden=sensitive_forms(hidden),
             timeout=timeout,
             client_timeout=aiohttp.ClientTimeout(total=timeout),
             retry=subscription.retry_policy(),
@@ -1073,12 +1070,12 @@ class DeliveryEngine:
         excerpt: str | None = None
         if raw:
             # Signatures change per request: hidden along with the round's fixed values.
-            hidden: Iterable[str] = target.hidden
+            hidden: Sequence[str] = target.hidden
             if signed:
-                hidden = [
+                hidden = (
                     *target.hidden,
                     *(v for k, v in signed.items() if k.lower() not in _PUBLIC_HEADERS),
-                ]
+                )
             excerpt = _excerpt(raw, hidden)
         attempt = Attempt(
             mid,

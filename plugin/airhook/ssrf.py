@@ -30,14 +30,19 @@ class DestinationNotAllowedError(DeliveryError):
 
 
 def redact_url(url: str) -> str:
-    """The URL without credentials, query string or fragment (safe for logs and errors)."""
+    """The URL's origin, and ``/…`` for a path (safe for logs and errors).
+
+    Credentials, query string and path are left out: for Slack's or Zapier's incoming webhooks
+    the path is the credential.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
     if parts.port:
         host = f"{host}:{parts.port}"
     if ":" in (parts.hostname or ""):
         host = f"[{parts.hostname}]" + (f":{parts.port}" if parts.port else "")
-    return f"{parts.scheme}://{host}{parts.path}"
+    path = "/…" if parts.path not in ("", "/") else parts.path
+    return f"{parts.scheme}://{host}{path}"
 
 
 def _system_resolver(host: str, port: int) -> list[str]:

@@ -25,6 +25,7 @@ from airflow.sdk import BaseHook
 from airhook import __version__
 from airhook.errors import DeliveryError
 from airhook.outbound import Outcome, RetryPolicy, classify, parse_retry_after
+from airhook.redaction import redact, sensitive_forms
 from airhook.secrets import Secret
 from airhook.signing import get_scheme
 from airhook.ssrf import DestinationNotAllowedError, DestinationPolicy, redact_url
@@ -58,6 +59,11 @@ EXCERPT_CHARS = 500
 #: Response headers never handed on (to XCom, logs): credentials and session state.
 _DROPPED_RESPONSE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-webhook-secret"}
+)
+#: Request headers of a connection's extra whose values are not secret (the rest are scrubbed
+#: from answers, as API keys usually travel in them).
+_PUBLIC_HEADERS = frozenset(
+    {"accept", "accept-encoding", "accept-language", "cache-control", "content-type", "user-agent"}
 )
 _EXTRA_PREFIX = "extra__airhook_webhook__"
 _EXTRA_KEYS = frozenset(
@@ -325,6 +331,12 @@ class WebhookHook(BaseHook):
             redact.append(password.reveal())
         if basic is not None:
             redact.append(basic)
+        # Extra headers are where API keys go; only well-known ones are not secret.
+        redact += [str(v) for k, v in headers.items() if str(k).lower() not in _PUBLIC_HEADERS]
+        if base_url:
+            # For Slack's or Zapier's incoming webhooks the URL's path is the credential.
+            path = urlsplit(base_url).path
+            redact += [base_url, *([path] if len(path) >= 8 else [])]
         self._mask(redact)
         return _Settings(
             base_url=base_url,
@@ -334,8 +346,7 @@ class WebhookHook(BaseHook):
             headers={str(k): str(v) for k, v in headers.items()},
             timeout=timeout,
             verify=verify,
-            # Longest first: a secret that contains another is scrubbed whole.
-            redact=tuple(sorted(set(redact), key=len, reverse=True)),
+            redact=sensitive_forms(redact),
         )
 
     @staticmethod
@@ -670,9 +681,7 @@ class WebhookHook(BaseHook):
 
     def _scrub(self, text: str) -> str:
         """``text`` with every secret of the connection replaced (a receiver may echo them)."""
-        for secret in self.settings.redact:
-            text = text.replace(secret, _REDACTED)
-        return text
+        return redact(text, self.settings.redact, _REDACTED)
 
     def _scrub_json(self, value: Any) -> Any:
         if isinstance(value, str):
