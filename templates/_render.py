@@ -29,6 +29,7 @@ import decimal
 import functools
 import os
 import re
+import string
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -367,6 +368,57 @@ def _flatten(value: Any, sep: str = "_") -> dict[str, Any]:
     return flat
 
 
+#: A printf-style conversion: flags, width, precision ("*" takes them from the arguments).
+_PRINTF_SPEC = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?[a-zA-Z%]")
+#: The numbers of a str.format spec (width, precision), and a nested field ("{:{w}}").
+_FORMAT_NUMBERS = re.compile(r"\d+")
+
+
+def _check_printf_widths(template: str) -> None:
+    """Refuse a ``%`` format whose width or precision could allocate without bound."""
+    for width, precision in _PRINTF_SPEC.findall(template):
+        for number in (width, precision):
+            if number == "*" or (number and int(number) > _MAX_FILTER_WIDTH):
+                raise SecurityError(f"'%' format width above {_MAX_FILTER_WIDTH}")
+
+
+def _check_format_widths(template: str) -> None:
+    """Refuse a ``str.format`` template whose field widths could allocate without bound."""
+    for _, field, spec, _ in string.Formatter().parse(template):
+        if field is None or not spec:
+            continue
+        if "{" in spec or any(
+            int(number) > _MAX_FILTER_WIDTH for number in _FORMAT_NUMBERS.findall(spec)
+        ):
+            raise SecurityError(f"format width above {_MAX_FILTER_WIDTH}")
+
+
+def _check_replace(text: str, old: str, new: str, count: int = -1) -> None:
+    """Refuse ``replace`` whose result would be longer than :data:`MAX_REPEAT_ITEMS`."""
+    growth = len(new) - len(old)
+    if growth <= 0:
+        return
+    found = text.count(old) if old else len(text) + 1
+    if count >= 0:
+        found = min(found, count)
+    if len(text) + found * growth > MAX_REPEAT_ITEMS:
+        raise SecurityError(f"replace would build more than {MAX_REPEAT_ITEMS} characters")
+
+
+def _guarded_format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
+    text = str(value)
+    _check_printf_widths(text)
+    return text % (kwargs or args)
+
+
+@jinja2.pass_eval_context
+def _guarded_replace_filter(
+    eval_ctx: Any, value: Any, old: str, new: str, count: int | None = None
+) -> Any:
+    _check_replace(str(value), str(old), str(new), -1 if count is None else count)
+    return jinja2.filters.do_replace(eval_ctx, value, old, new, count)
+
+
 def _guard_width(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def guarded(value: Any, width: Any = 80, *args: Any, **kwargs: Any) -> Any:
@@ -383,7 +435,7 @@ def _guard_width(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 class _Environment(ImmutableSandboxedEnvironment):
     """The immutable sandbox, plus limits on what one expression may allocate."""
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, str) and attr in _UNSAFE_STR_METHODS:
@@ -391,7 +443,9 @@ class _Environment(ImmutableSandboxedEnvironment):
         return super().is_safe_attribute(obj, attr, value)
 
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
+        if operator == "%" and isinstance(left, str):
+            _check_printf_widths(left)
+        elif operator == "*":
             for seq, count in ((left, right), (right, left)):
                 if (
                     isinstance(seq, (str, list, tuple))
@@ -408,6 +462,24 @@ class _Environment(ImmutableSandboxedEnvironment):
         ):
             raise SecurityError(f"'**' with an exponent above {MAX_INT_EXPONENT}")
         return super().call_binop(context, operator, left, right)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        # The sandbox's own wrapper of str.format and str.format_map, checked first.
+        wrapped = super().wrap_str_format(value)
+        if wrapped is None:
+            return None
+        template = value.__self__
+
+        def checked(*args: Any, **kwargs: Any) -> str:
+            _check_format_widths(template)
+            return wrapped(*args, **kwargs)
+
+        return checked
+
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        if isinstance(getattr(__obj, "__self__", None), str) and __obj.__name__ == "replace":
+            _check_replace(__obj.__self__, *(str(a) for a in args[:2]), *args[2:3])
+        return super().call(__context, __obj, *args, **kwargs)
 
 
 class _Loader(BaseLoader):
@@ -558,6 +630,8 @@ class TemplateRenderer:
             center=_guard_width("center", self.environment.filters["center"]),
             indent=_guard_width("indent", self.environment.filters["indent"]),
             wordwrap=_guard_width("wordwrap", self.environment.filters["wordwrap"]),
+            format=_guarded_format_filter,
+            replace=_guarded_replace_filter,
         )
         self._inline: dict[tuple[str, str], Template] = {}
 

@@ -491,6 +491,8 @@ def results(
     url_file.write_text(receiver.url("/from-file/secret-path") + "\n")
     header_file = setup.home / "headers.txt"
     header_file.write_text("Authorization: Bearer file-header-secret\nX-Team: data\n")
+    bad_header_file = setup.home / "bad-headers.txt"
+    bad_header_file.write_text("X-Team: data\nAuthorization Bearer typo-header-secret\n")
     calls = {
         "create": call(
             "subscriptions",
@@ -538,6 +540,15 @@ def results(
         ),
         "create-dup": call("subscriptions", "create", "listed", "--url", "https://x.example/"),
         "create-bad": call("subscriptions", "create", "bad", "--url", "ftp://x.example/"),
+        "create-bad-header": call(
+            "subscriptions",
+            "create",
+            "bad-header",
+            "--url",
+            "https://x.example/",
+            "--header-file",
+            str(bad_header_file),
+        ),
         "list": call("subscriptions", "list"),
         "show": call("subscriptions", "show", "listed"),
         "show-missing": call("subscriptions", "show", "nope"),
@@ -637,6 +648,11 @@ def test_cli_refuses_a_taken_name_and_a_bad_url(
     assert "exists already" in results["create-dup"].stderr
     assert results["create-bad"].returncode == 2
     assert "https://" in results["create-bad"].stderr
+    # A malformed line of a header file is named by its place, not quoted: it may hold a secret.
+    bad_header = results["create-bad-header"]
+    assert bad_header.returncode == 2
+    assert "bad-headers.txt, line 2: a header is 'Name: value'" in bad_header.stderr
+    assert "typo-header-secret" not in bad_header.stderr + bad_header.stdout
     assert results["show-missing"].returncode == 2
     assert "no subscription named 'nope'" in results["show-missing"].stderr
 

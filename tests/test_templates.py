@@ -605,11 +605,33 @@ def test_sandbox_blocks_private_attributes_and_mutation(source: str) -> None:
         "{{ [0] * 2000000 }}",
         "{{ 10 ** 100000 }}",
         "{{ 'x'.center(10 ** 9) }}",
+        # Widths of printf-style and str.format formatting, and replace's growth.
+        "{{ '%50000000s' % '' }}",
+        "{{ '%*s' % (50000000, '') }}",
+        "{{ '%50000000s' | format('') }}",
+        "{{ '{:>50000000}'.format('') }}",
+        "{{ '{:{w}}'.format('', w=50000000) }}",
+        "{{ '{a:>50000000}'.format_map({'a': ''}) }}",
+        "{{ ('x' * 1000000).replace('x', 'x' * 50) }}",
+        "{{ ('x' * 1000000) | replace('x', 'x' * 50) }}",
     ],
 )
 def test_sandbox_refuses_expressions_that_allocate_without_bound(source: str) -> None:
     with pytest.raises(TemplateRenderError, match="blocked by the sandbox"):
         RENDERER.render_string(source, {})
+
+
+@pytest.mark.parametrize(
+    ("source", "rendered"),
+    [
+        ("{{ '%-4s|%5.2f' % ('ab', 3.14159) }}", "ab  | 3.14"),
+        ("{{ '%s and %d' | format('x', 5) }}", "x and 5"),
+        ("{{ '{0:>4}|{1:.1f}|{0}'.format('ab', 2.25) }}", "  ab|2.2|ab"),
+        ("{{ 'a-b'.replace('-', '__') }} {{ 'a-b' | replace('-', '_') }}", "a__b a_b"),
+    ],
+)
+def test_formatting_and_replace_within_the_limits_still_work(source: str, rendered: str) -> None:
+    assert RENDERER.render_string(source, {}) == rendered
 
 
 def test_output_beyond_the_limit_fails_naming_the_line() -> None:

@@ -662,6 +662,10 @@ def test_loopback_is_refused_without_the_allow_setting_and_nothing_arrives(
         ("http://10.1.2.3/hook", "private"),
         ("http://[::1]:8080/hook", "loopback"),
         ("http://[::ffff:169.254.169.254]/hook", "link-local"),
+        # IPv6 forms that lead to an IPv4 address: 6to4, Teredo (client 127.0.0.1), NAT64.
+        ("http://[2002:a9fe:a9fe::]/hook", "link-local"),
+        ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook", "loopback"),
+        ("http://[64:ff9b::a01:203]/hook", "private"),
     ],
 )
 def test_private_and_link_local_addresses_are_refused(url: str, reason: str) -> None:

@@ -261,10 +261,11 @@ def _read_text(path: str, what: str) -> str:
     return text
 
 
-def _header(line: str) -> tuple[str, Secret]:
+def _header(line: str, where: str) -> tuple[str, Secret]:
     name, sep, value = line.partition(":")
     if not (sep and name.strip() and value.strip()):
-        raise CommandError(f"a header is 'Name: value', not {line!r}")
+        # Not the line itself: a header file holds secret values.
+        raise CommandError(f"{where}: a header is 'Name: value'")
     return name.strip(), Secret(value.strip())
 
 
@@ -305,10 +306,16 @@ def _cmd_subscriptions_create(args: argparse.Namespace) -> None:
             secrets = SecretPair(generated)
         if args.secondary_secret_file:
             secrets = SecretPair(secrets.primary, _read_secret(args.secondary_secret_file))
-    headers = dict(_header(item) for item in args.header)
+    headers = dict(
+        _header(item, f"--header number {number}") for number, item in enumerate(args.header, 1)
+    )
     for path in args.header_file:
         text = _read_text(path, "header")
-        headers.update(_header(line) for line in text.splitlines() if line.strip())
+        headers.update(
+            _header(line, f"{path}, line {number}")
+            for number, line in enumerate(text.splitlines(), 1)
+            if line.strip()
+        )
     template = args.template
     if args.template_file:
         template = _read_text(args.template_file, "template")
@@ -518,7 +525,13 @@ def _add_outbound_commands(commands: Any) -> None:
     create.add_argument("--option", action="append", default=[], metavar="KEY=VALUE")
     create.add_argument("--method", default="POST", choices=["POST", "PUT", "PATCH"])
     create.add_argument("--timeout", type=float, help="seconds per attempt")
-    create.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'")
+    create.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="a header that is not secret (arguments show in ps and shell history)",
+    )
     create.add_argument(
         "--header-file", action="append", default=[], help="'Name: value' lines (secret ones)"
     )

@@ -158,6 +158,23 @@ def test_rejections_get_their_status_and_leave_no_record(stack: AirflowStack) ->
     assert post(stack, "rkt", headers, body).status_code == 202
 
 
+def test_plugin_routes_other_than_the_webhook_need_an_airflow_login(stack: AirflowStack) -> None:
+    # Airflow mounts plugin apps without its authentication: the receiver checks it itself.
+    base = f"{stack.base_url}/airhook"
+    anonymous = requests.get(f"{base}/receiver/stats", timeout=30)
+    bad_token = requests.get(
+        f"{base}/receiver/stats", headers={"Authorization": "Bearer not-a-jwt"}, timeout=30
+    )
+    logged_in = requests.get(
+        f"{base}/receiver/stats", headers={"Authorization": f"Bearer {stack.token()}"}, timeout=30
+    )
+    # No credentials: 401; a token Airflow cannot decode: 403 (Airflow's own answers).
+    assert (anonymous.status_code, bad_token.status_code) == (401, 403)
+    assert logged_in.status_code == 200, logged_in.text
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert requests.get(base + path, timeout=30).status_code == 404, path
+
+
 def test_replayed_request_is_refused_and_retry_is_a_duplicate(stack: AirflowStack) -> None:
     created = unique(sample("ccai", "chat.created"), "event_id")
     headers, body = senders.ccai(created)

@@ -383,7 +383,14 @@ def create_app(runtime: ReceiverRuntime | None = None, *, standalone: bool = Fal
         if started is not None and runtime is None:
             started.stop()
 
-    app = ReceiverApp(title="airhook receiver", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No OpenAPI document or docs pages: a plugin app is served without Airflow's login.
+    app = ReceiverApp(
+        title="airhook receiver",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
     app.state.runtime = runtime
     prefix = STANDALONE_PREFIX if standalone else ""
     app.webhooks_path = f"{prefix}/webhooks/"
