@@ -1132,6 +1132,81 @@ def test_claims_of_a_long_round_are_renewed(store: Store, cipher: Fernet) -> Non
     assert sorted(c.message_id for c in outbox.claim(now=later, lease_seconds=60)) == sorted(ids)
 
 
+def test_a_sender_whose_claim_lapsed_cannot_settle_or_release_its_successors_claim(
+    store: Store, cipher: Fernet
+) -> None:
+    """Sender A claims, stalls past its claim, sender B takes the delivery over: A's late
+    outcome is logged but settles nothing (B's claim stays, no third sender can take it) and
+    A's release hands nothing back; B's outcome settles it."""
+    from airhook.store.outbox import Attempt, Settled
+
+    SubscriptionRepository(store, cipher).create(subscription("a", "http://127.0.0.1:9/hook"))
+    outbox = OutboxRepository(store)
+    t0 = datetime.now(timezone.utc)
+    outbox.add([NewDelivery("msg_1", "a", "insight.summary", "{}")], now=t0)
+    [a] = outbox.claim(now=t0, lease_seconds=900)
+    [b] = outbox.claim(now=t0 + timedelta(seconds=901), lease_seconds=900)
+    assert a.token != b.token
+    late = t0 + timedelta(seconds=902)
+    stale = outbox.record(
+        [
+            Settled(
+                Attempt("msg_1", "a", late, "retry", status_code=503),
+                "pending",
+                next_attempt_at=late,
+                token=a.token,
+            )
+        ],
+        disable_after=10,
+        now=late,
+    )
+    outbox.release(["msg_1"], token=a.token, now=late)
+    assert stale.stale == ["msg_1"]
+    assert outbox.get("msg_1").status == "sending"  # still B's
+    assert outbox.claim(now=t0 + timedelta(seconds=903), lease_seconds=900) == []
+    assert [x.status_code for x in outbox.attempts("msg_1")] == [503]  # A's attempt is logged
+    done = t0 + timedelta(seconds=904)
+    outbox.record(
+        [
+            Settled(
+                Attempt("msg_1", "a", done, "delivered", status_code=200),
+                "delivered",
+                token=b.token,
+            )
+        ],
+        disable_after=10,
+        now=done,
+    )
+    delivery = outbox.get("msg_1")
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
+
+
+def test_a_lapsed_claims_failures_are_not_counted_twice(store: Store, cipher: Fernet) -> None:
+    # Five deliveries fail for both the stale sender and its successor: five failures, not ten.
+    from airhook.store.outbox import Attempt, Settled
+
+    repository = SubscriptionRepository(store, cipher)
+    repository.create(subscription("a", "http://127.0.0.1:9/hook"))
+    outbox = OutboxRepository(store)
+    t0 = datetime.now(timezone.utc)
+    ids = [f"msg_f{i}" for i in range(5)]
+    outbox.add([NewDelivery(m, "a", "insight.summary", "{}") for m in ids], now=t0)
+    first = outbox.claim(now=t0, lease_seconds=900, message_ids=ids)
+    second = outbox.claim(now=t0 + timedelta(seconds=901), lease_seconds=900, message_ids=ids)
+    for claimed, seconds in ((second, 905), (first, 906)):
+        at = t0 + timedelta(seconds=seconds)
+        outbox.record(
+            [
+                Settled(Attempt(c.message_id, "a", at, "failed", 404), "failed", token=c.token)
+                for c in claimed
+            ],
+            disable_after=10,
+            now=at,
+        )
+    after = repository.get("a")
+    assert (after.consecutive_failures, after.active) == (5, True)
+
+
 def test_record_counts_every_attempt_even_of_one_delivery_twice(
     store: Store, cipher: Fernet
 ) -> None:

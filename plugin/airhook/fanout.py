@@ -239,10 +239,10 @@ class _Recorder:
     claimed, and go out again once the claim lapses.
     """
 
-    def __init__(self, engine: DeliveryEngine, state: _Round, held: set[str]) -> None:
+    def __init__(self, engine: DeliveryEngine, state: _Round, held: dict[str, str | None]) -> None:
         self._engine = engine
         self._state = state
-        self._held = held  # ids whose outcome is not recorded yet: claims to keep alive
+        self._held = held  # id -> claim token, outcome not recorded yet: claims to keep alive
         self._pending: list[Settled] = []
         self._task: asyncio.Future[None] | None = None
         self._last = time.monotonic()
@@ -270,8 +270,14 @@ class _Recorder:
         for name, reason in recorded.disabled.items():
             self._state.disabled.add(name)
             log.warning("subscription %s disabled: %s", name, reason)
+        if recorded.stale:
+            log.warning(
+                "%d deliveries were taken over by another sender while this one sent them "
+                "(their claims lapsed); their outcomes here settle nothing",
+                len(recorded.stale),
+            )
         for settled in done:
-            self._held.discard(settled.attempt.message_id)
+            self._held.pop(settled.attempt.message_id, None)
 
     async def close(self) -> None:
         """Wait for the running flush, flush the rest; raise what a flush raised."""
@@ -285,6 +291,14 @@ class _Recorder:
 
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def _by_token(ids: Sequence[str], tokens: Mapping[str, str | None]) -> dict[str | None, list[str]]:
+    """Message ids grouped by the claim they are held under."""
+    groups: dict[str | None, list[str]] = defaultdict(list)
+    for mid in ids:
+        groups[tokens.get(mid)].append(mid)
+    return dict(groups)
 
 
 def _run(factory: Callable[[], Awaitable[T]]) -> T:
@@ -760,7 +774,8 @@ class DeliveryEngine:
         lanes: dict[str, deque[Claimed]] = defaultdict(deque)
         for delivery in claimed:
             lanes[delivery.subscription].append(delivery)
-        held = {d.message_id for d in claimed}
+        tokens = {d.message_id: d.token for d in claimed}
+        held = dict(tokens)
         state = _Round({})
         recorder: _Recorder | None = None
         keeper: asyncio.Future[None] | None = None
@@ -804,8 +819,8 @@ class DeliveryEngine:
                 # Deliveries not attempted (skipped, or left when the round stopped) go back
                 # due now, so that nobody waits for their claims to lapse.
                 unsent = state.skipped + [d.message_id for lane in lanes.values() for d in lane]
-                if unsent:
-                    await asyncio.to_thread(self.outbox.release, unsent)
+                for token, ids in _by_token(unsent, tokens).items():
+                    await asyncio.to_thread(self.outbox.release, ids, token=token)
         return state
 
     async def _work(
@@ -865,7 +880,7 @@ class DeliveryEngine:
             state.retrying.append(delivery.message_id)
         return settled
 
-    async def _keep_claims(self, held: set[str]) -> None:
+    async def _keep_claims(self, held: dict[str, str | None]) -> None:
         """Renew the claims of a round's unrecorded deliveries while it lasts.
 
         A round of many deliveries to a slow endpoint may outlast one claim; without renewal
@@ -876,7 +891,10 @@ class DeliveryEngine:
             if not held:
                 continue
             try:
-                await asyncio.to_thread(self.outbox.extend, list(held), lease_seconds=CLAIM_SECONDS)
+                for token, ids in _by_token(list(held), held).items():
+                    await asyncio.to_thread(
+                        self.outbox.extend, ids, lease_seconds=CLAIM_SECONDS, token=token
+                    )
             except Exception as exc:  # the round goes on; at worst a claim lapses
                 log.warning("could not renew delivery claims: %s", type(exc).__name__)
 
@@ -889,11 +907,13 @@ class DeliveryEngine:
         retry_after: float | None,
     ) -> Settled:
         if outcome is Outcome.DELIVERED:
-            return Settled(attempt, "delivered")
+            return Settled(attempt, "delivered", token=delivery.token)
         name = target.subscription.name
         if outcome is Outcome.GONE:
             log.warning("subscription %s answered 410 Gone for %s", name, delivery.message_id)
-            return Settled(attempt, "failed", disable="the endpoint answered 410 Gone")
+            return Settled(
+                attempt, "failed", disable="the endpoint answered 410 Gone", token=delivery.token
+            )
         if outcome is Outcome.FAILED or outcome is None:
             log.info(
                 "delivery %s to %s failed: %s",
@@ -901,7 +921,7 @@ class DeliveryEngine:
                 name,
                 attempt.error or attempt.status_code,
             )
-            return Settled(attempt, "failed")
+            return Settled(attempt, "failed", token=delivery.token)
         delay = target.retry.next_delay(delivery.attempts + 1, retry_after)
         if delay is None:
             log.info(
@@ -910,8 +930,13 @@ class DeliveryEngine:
                 name,
                 delivery.attempts + 1,
             )
-            return Settled(attempt, "dead")
-        return Settled(attempt, "pending", next_attempt_at=_utcnow() + timedelta(seconds=delay))
+            return Settled(attempt, "dead", token=delivery.token)
+        return Settled(
+            attempt,
+            "pending",
+            next_attempt_at=_utcnow() + timedelta(seconds=delay),
+            token=delivery.token,
+        )
 
     def _target(self, subscription: Subscription) -> _Target:
         """The round's view of ``subscription``; one whose settings cannot be used (a URL that

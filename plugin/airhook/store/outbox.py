@@ -23,6 +23,7 @@ processes finishing deliveries of one endpoint at once would lose counts.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -177,6 +178,8 @@ class Claimed:
     body: str
     #: attempts made in the current round before this one.
     attempts: int = 0
+    #: the claim's token: settling, renewing and releasing the delivery need it.
+    token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -225,6 +228,8 @@ class Settled:
     status: Literal["delivered", "pending", "failed", "dead"]
     next_attempt_at: datetime | None = None
     disable: str | None = None
+    #: the claim the attempt was made under (:attr:`Claimed.token`); ``None``: any claim.
+    token: str | None = None
 
 
 @dataclass
@@ -235,6 +240,17 @@ class Recorded:
     disabled: dict[str, str] = field(default_factory=dict)
     #: deliveries that were paused instead of scheduled (their subscription is disabled).
     paused: list[str] = field(default_factory=list)
+    #: deliveries not settled: their claim had lapsed and another sender held them.
+    stale: list[str] = field(default_factory=list)
+
+
+def _new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def _held_by(token: str | None) -> list[Any]:
+    """The filter "still held by this claim" (nothing when no token is given)."""
+    return [] if token is None else [deliveries.c.claim_token == token]
 
 
 def pause_pending(connection: Connection, names: Sequence[str], now: datetime) -> None:
@@ -312,6 +328,7 @@ class OutboxRepository:
         for d in new:
             unique.setdefault(d.message_id, d)  # the first of duplicates wins; order is kept
         lease_until = now + timedelta(seconds=lease_seconds) if lease_seconds is not None else None
+        token = _new_token() if lease_until is not None else None
         created: set[str] = set()
         with self._store.begin() as connection:
             active: dict[str, bool] = {}
@@ -355,6 +372,7 @@ class OutboxRepository:
                         "status": status,
                         "attempts": 0,
                         "next_attempt_at": next_at,
+                        "claim_token": token if status == "sending" else None,
                         "last_status_code": None,
                         "last_error": None,
                         "created_at": now,
@@ -375,10 +393,10 @@ class OutboxRepository:
                     times[lease_until] = driver.time(lease_until)
                 head = (
                     "INSERT INTO airhook_delivery (message_id, subscription, event, platform,"
-                    " publication, body, status, attempts, next_attempt_at, created_at,"
-                    " updated_at) VALUES "
+                    " publication, body, status, attempts, next_attempt_at, claim_token,"
+                    " created_at, updated_at) VALUES "
                 )
-                row_sql = f"({', '.join([driver.marker] * 7)}, 0, {', '.join([driver.marker] * 3)})"
+                row_sql = f"({', '.join([driver.marker] * 7)}, 0, {', '.join([driver.marker] * 4)})"
                 tail = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
                 cursor = connection.connection.cursor()
                 try:
@@ -395,6 +413,7 @@ class OutboxRepository:
                                 d.body,
                                 status,
                                 times[next_at],
+                                token if status == "sending" else None,
                                 at,
                                 at,
                             )
@@ -404,7 +423,7 @@ class OutboxRepository:
                     cursor.close()
             pause_stranded(connection, now)
         claimed = [
-            Claimed(d.message_id, d.subscription, d.body)
+            Claimed(d.message_id, d.subscription, d.body, 0, token)
             for d, status, _ in rows
             if status == "sending" and d.message_id in created
         ]
@@ -428,6 +447,7 @@ class OutboxRepository:
         """
         now = _utc(now)
         lease_until = now + timedelta(seconds=lease_seconds)
+        token = _new_token()
         due = sa.and_(
             deliveries.c.status.in_(("pending", "sending")), deliveries.c.next_attempt_at <= now
         )
@@ -460,7 +480,12 @@ class OutboxRepository:
                 rows = connection.execute(
                     deliveries.update()
                     .where(deliveries.c.id.in_(chosen.scalar_subquery()), due)
-                    .values(status="sending", next_attempt_at=lease_until, updated_at=now)
+                    .values(
+                        status="sending",
+                        next_attempt_at=lease_until,
+                        claim_token=token,
+                        updated_at=now,
+                    )
                     .returning(
                         deliveries.c.id,
                         deliveries.c.message_id,
@@ -470,16 +495,25 @@ class OutboxRepository:
                     )
                 ).all()
                 found.extend(
-                    (row_id, Claimed(mid, name, body, attempts))
+                    (row_id, Claimed(mid, name, body, attempts, token))
                     for row_id, mid, name, body, attempts in rows
                 )
         found.sort(key=lambda pair: pair[0])
         return [claimed for _, claimed in found]
 
     def extend(
-        self, message_ids: Sequence[str], *, lease_seconds: float, now: datetime | None = None
+        self,
+        message_ids: Sequence[str],
+        *,
+        lease_seconds: float,
+        token: str | None = None,
+        now: datetime | None = None,
     ) -> None:
-        """Extend the claim on deliveries still being sent (a long round must keep them)."""
+        """Extend the claim on deliveries still being sent (a long round must keep them).
+
+        With ``token``, only the rows still held by that claim: one that lapsed and was taken
+        over by another sender is theirs.
+        """
         now = _utc(now or datetime.now(timezone.utc))
         lease_until = now + timedelta(seconds=lease_seconds)
         with self._store.begin() as connection:
@@ -489,7 +523,11 @@ class OutboxRepository:
                 # for rows locked here, in another order, would deadlock.
                 renewable = (
                     sa.select(deliveries.c.message_id)
-                    .where(deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending")
+                    .where(
+                        deliveries.c.message_id.in_(chunk),
+                        deliveries.c.status == "sending",
+                        *_held_by(token),
+                    )
                     .with_for_update(skip_locked=True)
                 )
                 connection.execute(
@@ -535,10 +573,16 @@ class OutboxRepository:
                 for name, active, count in connection.execute(query)
             }
             before = {name: list(values) for name, values in state.items()}
+            held = self._still_held(connection, settled)
             # Per delivery: message id, status, next attempt, status code, error, finished.
             updates: list[tuple[str, str, datetime | None, int | None, str | None, bool]] = []
             for item in settled:
                 attempt = item.attempt
+                if attempt.message_id not in held:
+                    # Its claim lapsed and another sender holds it now: the attempt is logged
+                    # (it was made), but settles nothing and counts towards nothing.
+                    report.stale.append(attempt.message_id)
+                    continue
                 status: str = item.status
                 next_at = _utc(item.next_attempt_at) if item.next_attempt_at else None
                 current = state.get(attempt.subscription)
@@ -585,6 +629,25 @@ class OutboxRepository:
                 )
             pause_pending(connection, sorted(report.disabled), now)
         return report
+
+    def _still_held(self, connection: Connection, settled: Sequence[Settled]) -> set[str]:
+        """The settled deliveries still ``sending`` under the claim they were attempted under;
+        locked until the transaction ends (PostgreSQL; SQLite has one writer)."""
+        tokens: dict[str, str | None] = {}
+        ids = list(dict.fromkeys(item.attempt.message_id for item in settled))
+        for chunk in _chunks(ids):
+            query = sa.select(deliveries.c.message_id, deliveries.c.claim_token).where(
+                deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending"
+            )
+            if not self._store.is_sqlite:
+                query = query.with_for_update()
+            tokens.update((mid, token) for mid, token in connection.execute(query))
+        return {
+            item.attempt.message_id
+            for item in settled
+            if item.attempt.message_id in tokens
+            and (item.token is None or tokens[item.attempt.message_id] == item.token)
+        }
 
     @staticmethod
     def _record_core(
@@ -713,14 +776,27 @@ class OutboxRepository:
         finally:
             cursor.close()
 
-    def release(self, message_ids: Sequence[str], *, now: datetime | None = None) -> None:
-        """Hand claimed deliveries back unattempted (due now), e.g. when their sender stops."""
+    def release(
+        self,
+        message_ids: Sequence[str],
+        *,
+        token: str | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        """Hand claimed deliveries back unattempted (due now), e.g. when their sender stops.
+
+        With ``token``, only the rows still held by that claim.
+        """
         now = _utc(now or datetime.now(timezone.utc))
         with self._store.begin() as connection:
             for chunk in _chunks(message_ids):
                 connection.execute(
                     deliveries.update()
-                    .where(deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending")
+                    .where(
+                        deliveries.c.message_id.in_(chunk),
+                        deliveries.c.status == "sending",
+                        *_held_by(token),
+                    )
                     .values(status="pending", next_attempt_at=now, updated_at=now)
                 )
             pause_stranded(connection, now)

@@ -106,6 +106,8 @@ deliveries = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, default=0),  # in the current round
     # pending: when the next attempt is due; sending: when the sender's claim lapses.
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    # sending: which claim (one per claiming call); only its holder may settle or release it.
+    sa.Column("claim_token", sa.String(32), nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
     sa.Column("last_error", sa.String(500), nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
