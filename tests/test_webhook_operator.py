@@ -521,7 +521,7 @@ def test_retryable_failure_defers_then_execute_complete_continues(
     conn_id: str, scripted: ScriptedServer
 ) -> None:
     scripted.script(Reply(status=500), Reply(status=502), Reply(status=200))
-    operator = _operator(conn_id, min_defer_seconds=0)
+    operator = _operator(conn_id, min_defer_seconds=0, settle_seconds=0)
     context = _context()
     before = datetime.now(timezone.utc)
     with pytest.raises(TaskDeferred) as deferred:
@@ -543,11 +543,11 @@ def test_retryable_failure_defers_then_execute_complete_continues(
     }
 
     # Resumed (a new process in Airflow): the next attempt, failing again, defers again.
-    resumed = _operator(conn_id, min_defer_seconds=0)
+    resumed = _operator(conn_id, min_defer_seconds=0, settle_seconds=0)
     with pytest.raises(TaskDeferred) as again:
         resumed.execute_complete(context, _fire(trigger))
     assert again.value.trigger.state["attempts"] == 2
-    result = _operator(conn_id, min_defer_seconds=0).execute_complete(
+    result = _operator(conn_id, min_defer_seconds=0, settle_seconds=0).execute_complete(
         context, _fire(again.value.trigger)
     )
     assert result["attempts"] == 3
@@ -563,6 +563,18 @@ def test_deferral_waits_as_long_as_retry_after_asks(conn_id: str, scripted: Scri
     moment = datetime.fromisoformat(deferred.value.trigger.moment)
     assert before + timedelta(seconds=120) <= moment
     assert moment <= datetime.now(timezone.utc) + timedelta(seconds=120)
+
+
+def test_a_deferral_lasts_at_least_the_settle_time(conn_id: str, scripted: ScriptedServer) -> None:
+    # A wait of 11 s is deferred (above min_defer_seconds) but for 15 s: a trigger firing within
+    # seconds of the deferral meets Airflow 3.3's race (airhook.triggers.SETTLE_SECONDS).
+    scripted.script(Reply(status=429, headers={"Retry-After": "11"}))
+    before = datetime.now(timezone.utc)
+    with pytest.raises(TaskDeferred) as deferred:
+        _run(_operator(conn_id))
+    moment = datetime.fromisoformat(deferred.value.trigger.moment)
+    assert before + timedelta(seconds=15) <= moment
+    assert moment <= datetime.now(timezone.utc) + timedelta(seconds=15)
 
 
 def test_short_waits_are_slept_on_the_worker(conn_id: str, scripted: ScriptedServer) -> None:

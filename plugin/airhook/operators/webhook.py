@@ -22,7 +22,7 @@ from airhook import outbound
 from airhook.errors import AirhookError, DeliveryError, TemplateRenderError
 from airhook.hooks.webhook import ALLOWED_METHODS, DEFAULT_RETRY_POLICY, Attempt, WebhookHook
 from airhook.outbound import Outcome, RetryPolicy
-from airhook.triggers import MIN_DEFER_SECONDS
+from airhook.triggers import MIN_DEFER_SECONDS, SETTLE_SECONDS
 from airhook.triggers.delay import WebhookDelayTrigger
 
 if TYPE_CHECKING:
@@ -149,6 +149,8 @@ class WebhookOperator(BaseOperator):
     :param min_defer_seconds: shorter waits are slept on the worker: deferring and resuming costs
         seconds of scheduling, and Airflow 3.3 can fail a task whose trigger fires within seconds
         of the deferral (apache/airflow#66374, #67287, #72716).
+    :param settle_seconds: a deferral lasts at least this long, for the same race (a wait just
+        above ``min_defer_seconds`` is stretched to it), as the other airhook deferrals do.
     """
 
     template_fields: Sequence[str] = (
@@ -183,6 +185,7 @@ class WebhookOperator(BaseOperator):
         timeout: float | None = None,
         deferrable: bool = True,
         min_defer_seconds: float = MIN_DEFER_SECONDS,
+        settle_seconds: float = SETTLE_SECONDS,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -205,6 +208,7 @@ class WebhookOperator(BaseOperator):
         self.timeout = timeout
         self.deferrable = deferrable
         self.min_defer_seconds = min_defer_seconds
+        self.settle_seconds = settle_seconds
 
     @cached_property
     def hook(self) -> WebhookHook:
@@ -321,7 +325,8 @@ class WebhookOperator(BaseOperator):
                     attempt.next_delay,
                 )
                 if self.deferrable and attempt.next_delay >= self.min_defer_seconds:
-                    due = datetime.now(timezone.utc) + timedelta(seconds=attempt.next_delay)
+                    delay = max(attempt.next_delay, self.settle_seconds)
+                    due = datetime.now(timezone.utc) + timedelta(seconds=delay)
                     self.defer(
                         trigger=WebhookDelayTrigger(
                             moment=due.isoformat(),
