@@ -555,26 +555,25 @@ def test_retryable_failure_defers_then_execute_complete_continues(
     assert {r.headers["webhook-id"] for r in scripted.received} == {result["message_id"]}
 
 
-def test_deferral_waits_as_long_as_retry_after_asks(conn_id: str, scripted: ScriptedServer) -> None:
-    scripted.script(Reply(status=429, headers={"Retry-After": "120"}))
+@pytest.mark.parametrize(
+    ("retry_after", "deferred_for"),
+    [
+        (120, 120),  # as long as Retry-After asks
+        # Above min_defer_seconds, deferred for settle_seconds: a trigger firing within seconds
+        # of the deferral meets Airflow 3.3's race (airhook.triggers.SETTLE_SECONDS).
+        (11, 15),
+    ],
+)
+def test_a_deferral_waits_for_retry_after_and_at_least_the_settle_time(
+    conn_id: str, scripted: ScriptedServer, retry_after: int, deferred_for: int
+) -> None:
+    scripted.script(Reply(status=429, headers={"Retry-After": str(retry_after)}))
     before = datetime.now(timezone.utc)
     with pytest.raises(TaskDeferred) as deferred:
         _run(_operator(conn_id))
     moment = datetime.fromisoformat(deferred.value.trigger.moment)
-    assert before + timedelta(seconds=120) <= moment
-    assert moment <= datetime.now(timezone.utc) + timedelta(seconds=120)
-
-
-def test_a_deferral_lasts_at_least_the_settle_time(conn_id: str, scripted: ScriptedServer) -> None:
-    # A wait of 11 s is deferred (above min_defer_seconds) but for 15 s: a trigger firing within
-    # seconds of the deferral meets Airflow 3.3's race (airhook.triggers.SETTLE_SECONDS).
-    scripted.script(Reply(status=429, headers={"Retry-After": "11"}))
-    before = datetime.now(timezone.utc)
-    with pytest.raises(TaskDeferred) as deferred:
-        _run(_operator(conn_id))
-    moment = datetime.fromisoformat(deferred.value.trigger.moment)
-    assert before + timedelta(seconds=15) <= moment
-    assert moment <= datetime.now(timezone.utc) + timedelta(seconds=15)
+    assert before + timedelta(seconds=deferred_for) <= moment
+    assert moment <= datetime.now(timezone.utc) + timedelta(seconds=deferred_for)
 
 
 def test_short_waits_are_slept_on_the_worker(conn_id: str, scripted: ScriptedServer) -> None:
