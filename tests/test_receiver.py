@@ -1019,6 +1019,30 @@ def test_source_with_signature_and_bearer_requires_both(receiver: Receiver) -> N
 # --- sources -------------------------------------------------------------------------------
 
 
+def test_a_source_sealed_with_another_key_answers_503_and_the_others_still_receive(
+    receiver: Receiver,
+) -> None:
+    # Its credentials were encrypted with a Fernet key this receiver does not have (a key lost
+    # or replaced without keeping the old one): it cannot verify, so the sender should retry;
+    # every other source goes on.
+    good, good_secret = make_source("rkt", "rkt-good")
+    receiver.add(good)
+    sealed, sealed_secret = make_source("rkt", "rkt-sealed")
+    SourceRepository(receiver.store, Fernet(Fernet.generate_key())).create(sealed)
+    receiver.runtime.sources.refresh()
+    body = body_of("rkt")
+
+    refused = receiver.send("rkt-sealed", body, signed("rkt", sealed_secret, body))
+    accepted = receiver.send("rkt-good", body, signed("rkt", good_secret, body))
+
+    assert refused.status_code == 503, refused.text
+    assert refused.json() == {"error": "source_unavailable"}
+    assert int(refused.headers["Retry-After"]) > 0
+    assert accepted.status_code == 202, accepted.text
+    assert (receiver.rows("rkt-sealed"), receiver.rows("rkt-good")) == (0, 1)
+    assert receiver.outcomes("rkt-sealed") == {"source_unavailable": 1}
+
+
 def test_unknown_source_is_404(receiver: Receiver) -> None:
     source, secret = make_source("rkt")
     receiver.add(source)

@@ -175,6 +175,7 @@ def _answer(status: int, content: dict[str, Any], **headers: str) -> _Answer:
 
 _UNAVAILABLE = _answer(503, {"error": "receiver_unavailable"})
 _STORE_UNAVAILABLE = _answer(503, {"error": "store_unavailable"}, retry_after="5")
+_SOURCE_UNAVAILABLE = _answer(503, {"error": "source_unavailable"}, retry_after="60")
 _ERRORS: dict[tuple[int, str], _Answer] = {}
 
 
@@ -245,6 +246,11 @@ class WebhookEndpoint:
         source_name: str = scope["path_params"]["source_name"]
         prepared = current.sources.get(source_name)
         if prepared is None:
+            if current.sources.unreadable(source_name):
+                # Configured, but its secrets cannot be read here: the sender should retry.
+                current.metrics.count(source_name, "source_unavailable")
+                log.error("airhook cannot verify deliveries to %s: answering 503", source_name)
+                return _SOURCE_UNAVAILABLE
             # Counted under one label: a name the caller chose must not become a metric key.
             return _reject(current, UNKNOWN_SOURCE, 404, "unknown_source")
         source = prepared.source

@@ -37,6 +37,7 @@ class SourceCache:
         self._tolerance = tolerance
         self._refresh_seconds = refresh_seconds
         self._by_name: dict[str, PreparedSource] = {}
+        self._unreadable: frozenset[str] = frozenset()
         self._fingerprint: object = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="airhook-sources", daemon=True)
@@ -45,18 +46,30 @@ class SourceCache:
         """Return the prepared source called ``name``, if it exists."""
         return self._by_name.get(name)
 
+    def unreadable(self, name: str) -> bool:
+        """Whether a source called ``name`` exists but its credentials do not decrypt."""
+        return name in self._unreadable
+
     def refresh(self) -> None:
         """Reload the sources if anything changed since the last load."""
         fingerprint = self._repository.version()
         if fingerprint == self._fingerprint:
             return
         prepared: dict[str, PreparedSource] = {}
-        for source in self._repository.all():
+        found, unreadable = self._repository.readable()
+        for name in unreadable:
+            log.error(
+                "airhook source %s: its credentials do not decrypt with [core] fernet_key; "
+                "it answers 503 until they do (recreate it, or restore the key)",
+                name,
+            )
+        for source in found:
             try:
                 prepared[source.name] = PreparedSource.build(source, self._catalog, self._tolerance)
             except ValueError:
                 log.exception("airhook source %s is misconfigured; it answers 404", source.name)
         self._by_name = prepared  # one assignment: readers see the old or the new dict
+        self._unreadable = frozenset(unreadable)
         self._fingerprint = fingerprint
         log.info("airhook loaded %d sources", len(prepared))
 

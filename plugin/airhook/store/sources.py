@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from cryptography.fernet import InvalidToken
 from sqlalchemy.exc import IntegrityError
 
 from airhook.access import BasicCredentials
@@ -156,6 +157,23 @@ class SourceRepository:
         with self._store.read() as connection:
             rows = connection.execute(sa.select(sources).order_by(sources.c.name)).all()
         return [self._unseal(row) for row in rows]
+
+    def readable(self) -> tuple[list[Source], list[str]]:
+        """Return the sources whose credentials decrypt, and the names of those that do not.
+
+        For the receiver: one source sealed with a key it no longer has must not take every
+        other source down with it.
+        """
+        with self._store.read() as connection:
+            rows = connection.execute(sa.select(sources).order_by(sources.c.name)).all()
+        found: list[Source] = []
+        unreadable: list[str] = []
+        for row in rows:
+            try:
+                found.append(self._unseal(row))
+            except (InvalidToken, ValueError):  # a wrong key, or damaged credentials
+                unreadable.append(row.name)
+        return found, unreadable
 
     def iter_names(self) -> Iterator[str]:
         """Yield every source name."""
