@@ -504,6 +504,21 @@ def test_released_lease_is_free_for_another(leases: LeaseRepository) -> None:
     assert leases.acquire("job", "b", ttl=60)
 
 
+def test_on_postgresql_the_lease_follows_the_databases_clock(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A host whose clock runs 20 s ahead must not see a just-renewed 15 s lease as expired.
+    import airhook.store.leases as leases_module
+
+    leases = LeaseRepository(store)
+    assert leases.acquire("job", "a", ttl=15)
+    ahead = datetime.now(timezone.utc) + timedelta(seconds=20)
+    monkeypatch.setattr(leases_module, "utc_now", lambda: ahead)
+    taken = leases.acquire("job", "b", ttl=15)
+    # SQLite is one machine, one clock: there the skewed process's own clock decides.
+    assert taken is store.is_sqlite
+
+
 def test_leases_of_different_names_are_independent(leases: LeaseRepository) -> None:
     assert leases.acquire("one", "a", ttl=60)
     assert leases.acquire("two", "b", ttl=60)

@@ -212,7 +212,8 @@ class Dispatcher:
     def _still_leader(self) -> bool:
         """Renew the lease now (not from the cache): called just before Airflow's commit."""
         now = datetime.now(timezone.utc)
-        if self._leases.acquire(LEASE_NAME, self.holder, self._lease_seconds, now=now):
+        # The lease's own times are the store's clock on PostgreSQL; this one only paces renewals.
+        if self._leases.acquire(LEASE_NAME, self.holder, self._lease_seconds):
             self._lease_renewed_at = now
             return True
         return False
@@ -222,7 +223,7 @@ class Dispatcher:
         renewed = self._lease_renewed_at
         if renewed is not None and now - renewed < timedelta(seconds=self._lease_seconds / 3):
             return True
-        if self._leases.acquire(LEASE_NAME, self.holder, self._lease_seconds, now=now):
+        if self._leases.acquire(LEASE_NAME, self.holder, self._lease_seconds):
             if renewed is None:
                 log.info("airhook dispatcher %s holds the lease", self.holder)
             self._lease_renewed_at = now

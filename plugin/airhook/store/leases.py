@@ -21,12 +21,19 @@ class LeaseRepository:
         self._store = store
 
     def acquire(self, name: str, holder: str, ttl: float, now: datetime | None = None) -> bool:
-        """Take or renew the lease ``name`` for ``holder``; return whether ``holder`` has it."""
-        # UTC always: SQLite compares the stored times as text, without their offset.
-        now = to_utc(now or utc_now())
-        expires = now + timedelta(seconds=ttl)
+        """Take or renew the lease ``name`` for ``holder``; return whether ``holder`` has it.
+
+        Without ``now``, PostgreSQL's clock decides (``now()``): holders on several hosts then
+        compare one clock, so a host whose clock runs ahead cannot take a lease too early.
+        SQLite (one machine) uses this process's clock.
+        """
         try:
             with self._store.begin() as connection:
+                if now is None and not self._store.is_sqlite:
+                    now = connection.scalar(sa.select(sa.func.now()))
+                # UTC always: SQLite compares the stored times as text, without their offset.
+                now = to_utc(now or utc_now())
+                expires = now + timedelta(seconds=ttl)
                 result = connection.execute(
                     leases.update()
                     .where(
