@@ -369,7 +369,7 @@ def _flatten(value: Any, sep: str = "_") -> dict[str, Any]:
 
 
 #: A printf-style conversion: flags, width, precision ("*" takes them from the arguments).
-_PRINTF_SPEC = re.compile(r"%[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?[a-zA-Z%]")
+_PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?[a-zA-Z%]")
 #: The numbers of a str.format spec (width, precision), and a nested field ("{:{w}}").
 _FORMAT_NUMBERS = re.compile(r"\d+")
 
@@ -394,15 +394,15 @@ def _check_format_widths(template: str) -> None:
 
 
 def _check_replace(text: str, old: str, new: str, count: int = -1) -> None:
-    """Refuse ``replace`` whose result would be longer than :data:`MAX_REPEAT_ITEMS`."""
+    """Refuse ``replace`` that would add more than :data:`MAX_REPEAT_ITEMS` characters."""
     growth = len(new) - len(old)
     if growth <= 0:
         return
     found = text.count(old) if old else len(text) + 1
     if count >= 0:
         found = min(found, count)
-    if len(text) + found * growth > MAX_REPEAT_ITEMS:
-        raise SecurityError(f"replace would build more than {MAX_REPEAT_ITEMS} characters")
+    if found * growth > MAX_REPEAT_ITEMS:
+        raise SecurityError(f"replace would add more than {MAX_REPEAT_ITEMS} characters")
 
 
 def _guarded_format_filter(value: Any, *args: Any, **kwargs: Any) -> str:

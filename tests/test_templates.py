@@ -609,6 +609,8 @@ def test_sandbox_blocks_private_attributes_and_mutation(source: str) -> None:
         "{{ '%50000000s' % '' }}",
         "{{ '%*s' % (50000000, '') }}",
         "{{ '%50000000s' | format('') }}",
+        "{{ '%(a)50000000s' % {'a': ''} }}",
+        "{{ '%(a).50000000f' | format(a=1.0) }}",
         "{{ '{:>50000000}'.format('') }}",
         "{{ '{:{w}}'.format('', w=50000000) }}",
         "{{ '{a:>50000000}'.format_map({'a': ''}) }}",
@@ -628,6 +630,9 @@ def test_sandbox_refuses_expressions_that_allocate_without_bound(source: str) ->
         ("{{ '%s and %d' | format('x', 5) }}", "x and 5"),
         ("{{ '{0:>4}|{1:.1f}|{0}'.format('ab', 2.25) }}", "  ab|2.2|ab"),
         ("{{ 'a-b'.replace('-', '__') }} {{ 'a-b' | replace('-', '_') }}", "a__b a_b"),
+        ("{{ '%(n)s=%(v)05.1f' % {'n': 'x', 'v': 2.5} }}", "x=002.5"),
+        # A long value with one character to escape: the growth counts, not the length.
+        ("{{ ('x' * 900000 ~ 'x' * 900000 ~ '&') | replace('&', '&amp;') | length }}", "1800005"),
     ],
 )
 def test_formatting_and_replace_within_the_limits_still_work(source: str, rendered: str) -> None:

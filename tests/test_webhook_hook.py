@@ -666,6 +666,8 @@ def test_loopback_is_refused_without_the_allow_setting_and_nothing_arrives(
         ("http://[2002:a9fe:a9fe::]/hook", "link-local"),
         ("http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook", "loopback"),
         ("http://[64:ff9b::a01:203]/hook", "private"),
+        # Teredo whose client is public: the Teredo address itself is not a global one.
+        ("http://[2001::a9fe:a9fe]/hook", "private"),
     ],
 )
 def test_private_and_link_local_addresses_are_refused(url: str, reason: str) -> None:
@@ -687,7 +689,7 @@ def test_a_hostname_resolving_to_loopback_is_refused(
 PINNED_NAME = "hooks.airhook.test"
 
 
-def _resolving(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:
+def _resolving(monkeypatch: pytest.MonkeyPatch, *answers: str | list[str]) -> list[str]:
     """Give every hook a destination policy (the configured allow list) whose resolver answers
     ``answers`` in turn, the last one from then on; return the names it was asked for."""
     from airhook.config import get_str
@@ -697,7 +699,8 @@ def _resolving(monkeypatch: pytest.MonkeyPatch, *answers: str) -> list[str]:
 
     def resolve(host: str, port: int) -> list[str]:
         asked.append(host)
-        return [answers[min(len(asked), len(answers)) - 1]]
+        answer = answers[min(len(asked), len(answers)) - 1]
+        return [answer] if isinstance(answer, str) else answer
 
     def policy(self: WebhookHook) -> DestinationPolicy:
         allow = get_str("outbound_allow_networks").split(",")
@@ -732,6 +735,39 @@ def test_connections_go_to_the_address_the_policy_passed(
     assert asked == [PINNED_NAME, PINNED_NAME]  # the check, then the connection
     [request] = scripted.received
     assert request.headers["host"] == f"{PINNED_NAME}:{scripted.port}"
+
+
+def test_a_pinned_connection_tries_each_address_in_turn(
+    monkeypatch: pytest.MonkeyPatch, scripted: ScriptedServer
+) -> None:
+    # 127.0.0.2 refuses (nothing listens); 127.0.0.3 never answers the handshake (a listener
+    # whose backlog is full drops it: a connect timeout); 127.0.0.1 answers.
+    monkeypatch.setenv("AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS", "127.0.0.0/8")
+    silent = socket.socket()
+    silent.bind(("127.0.0.3", scripted.port))
+    silent.listen(0)
+    queued: list[socket.socket] = []
+    try:
+        while len(queued) < 8:  # fill the backlog: the next handshake gets no answer
+            probe = socket.socket()
+            probe.settimeout(0.3)
+            try:
+                probe.connect(("127.0.0.3", scripted.port))
+            except TimeoutError:
+                probe.close()
+                break
+            queued.append(probe)
+        scripted.reset_log()
+        _resolving(monkeypatch, ["127.0.0.2", "127.0.0.3", "127.0.0.1"])
+        started = time.monotonic()
+        result = send(WebhookHook(None, timeout=1.0), f"http://{PINNED_NAME}:{scripted.port}/hook")
+        waited = time.monotonic() - started
+    finally:
+        for sock in (*queued, silent):
+            sock.close()
+    assert result.status_code == 200
+    assert len(scripted.received) == 1
+    assert waited >= 0.9  # the silent address was tried, and its timeout did not end the call
 
 
 def test_a_pinned_tls_connection_still_verifies_the_name(

@@ -47,7 +47,8 @@ def redact_url(url: str) -> str:
 
 def _system_resolver(host: str, port: int) -> list[str]:
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos})
+    # getaddrinfo's order (RFC 6724) is the order to connect in; duplicates dropped.
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 #: NAT64's well-known prefix: the last 32 bits are the IPv4 address a translator reaches.
@@ -69,9 +70,16 @@ def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
 
 def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return _forbidden(ip.ipv4_mapped)  # the IPv4 address itself
         embedded = _embedded_ipv4(ip)
         if embedded is not None:
-            ip = embedded
+            # Refused if the address itself is, or the IPv4 address it leads to.
+            return _forbidden(embedded) or _forbidden_address(ip)
+    return _forbidden_address(ip)
+
+
+def _forbidden_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     if ip.is_loopback:
         return "loopback"
     if ip.is_link_local:

@@ -34,7 +34,7 @@ def _connect(conn: HTTPConnection, policy: DestinationPolicy, scheme: str) -> so
     # unchanged, so the caller sees the policy's reason) or DeliveryError when nothing resolves.
     addresses = policy.addresses(conn._dns_host, conn.port, scheme)  # type: ignore[arg-type]
     error: OSError | None = None
-    for address in addresses:
+    for address in addresses:  # in the resolver's order; each one tried, as urllib3 does
         try:
             return connection.create_connection(
                 (address, conn.port),
@@ -42,12 +42,12 @@ def _connect(conn: HTTPConnection, policy: DestinationPolicy, scheme: str) -> so
                 source_address=conn.source_address,
                 socket_options=conn.socket_options,
             )
-        except TimeoutError as exc:
-            raise ConnectTimeoutError(
-                conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
-            ) from exc
-        except OSError as exc:
-            error = exc  # the next address may answer, as create_connection itself tries them
+        except OSError as exc:  # refused, unreachable or timed out: the next one may answer
+            error = exc
+    if isinstance(error, TimeoutError):
+        raise ConnectTimeoutError(
+            conn, f"Connection to {conn.host} timed out. (connect timeout={conn.timeout})"
+        ) from error
     raise NewConnectionError(conn, f"Failed to establish a new connection: {error}")
 
 

@@ -93,15 +93,15 @@ def plain_template_context(context: Mapping[str, Any]) -> dict[str, Any]:
         }
     if "params" in context:
         plain["params"] = _plain(dict(context["params"]))
-    events = context.get("triggering_asset_events")
-    if events:
-        plain["triggering_asset_events"] = {
-            str(getattr(asset, "name", asset)): [
-                {"extra": _plain(event.extra), "timestamp": _plain(event.timestamp)}
-                for event in asset_events
-            ]
-            for asset, asset_events in events.items()
-        }
+    events = context.get("triggering_asset_events") or {}
+    # Always defined (empty on a run no asset started), as in Airflow's own context.
+    plain["triggering_asset_events"] = {
+        str(getattr(asset, "name", asset)): [
+            {"extra": _plain(event.extra), "timestamp": _plain(event.timestamp)}
+            for event in asset_events
+        ]
+        for asset, asset_events in events.items()
+    }
     return plain
 
 
