@@ -827,6 +827,22 @@ def test_secrets_echoed_in_another_form_withhold_the_excerpt(
     assert logged.response_excerpt == WITHHELD
 
 
+def test_a_secret_beyond_the_excerpt_does_not_withhold_it(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    # Only the first 512 characters are kept: a secret echoed far beyond them is not in the
+    # excerpt, so the excerpt is kept as it is.
+    secret = "whsec_" + base64.b64encode(b"\xff" * 32).decode()
+    far = "x" * 5000 + json.dumps({"secret": secret}).replace("/", "\\/")
+    receiver.on("/hook", lambda request: (500, {}, far.encode()))
+    SubscriptionRepository(store, cipher).create(
+        subscription("a", receiver.url(), secrets=SecretPair(Secret(secret)), retry_schedule=(0,))
+    )
+    result = make_engine(store, cipher).publish(events(1))
+    [logged] = OutboxRepository(store).attempts(result.message_ids[0])
+    assert logged.response_excerpt == "x" * 512
+
+
 # --- replay ----------------------------------------------------------------------------------
 
 

@@ -46,3 +46,11 @@ def test_a_secret_echoed_in_another_form_withholds_the_whole_text(echoed: str) -
 def test_escapes_without_a_secret_leave_the_text_as_it_is() -> None:
     text = '{"path": "a\\/b", "plus": "\\u002B", "q": "x%20y"}'
     assert redact(text, FORMS, "***") == text
+
+
+def test_only_an_authentication_schemes_word_is_split_off() -> None:
+    assert sensitive_forms(["Team acme-corp", "Token tok-team-42"]) == (
+        "Token tok-team-42",
+        "Team acme-corp",
+        "tok-team-42",
+    )

@@ -887,6 +887,19 @@ def test_a_url_path_that_is_a_credential_reaches_no_log_error_or_result(
     assert [r.path for r in scripted.received] == [path] * 3  # the calls themselves used it
 
 
+def test_an_api_url_in_an_answer_is_not_blanked(
+    monkeypatch: pytest.MonkeyPatch, scripted: ScriptedServer
+) -> None:
+    # A short path and the bare origin are an API's, not a key: links in answers stay readable.
+    origin = f"http://127.0.0.1:{scripted.port}"
+    answer = {"self": f"{origin}/api/v2/items/7", "auth": "Team acme", "origin": origin}
+    scripted.script(
+        Reply(body=json.dumps(answer).encode(), headers={"Content-Type": "application/json"})
+    )
+    conn_id = connection(monkeypatch, "wh_api", host=scripted.url("/api/v2/items"))
+    assert send(WebhookHook(conn_id)).json == answer
+
+
 def test_extra_headers_and_secrets_echoed_in_other_forms_are_scrubbed(
     monkeypatch: pytest.MonkeyPatch, scripted: ScriptedServer
 ) -> None:

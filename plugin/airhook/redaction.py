@@ -21,14 +21,15 @@ WITHHELD = "[withheld: the answer repeated a secret of the request]"
 
 #: Shorter values are not looked for: they would blank ordinary words.
 _MIN_LENGTH = 4
-#: An ``Authorization``-style value: a scheme word, then the credential.
-_AUTH_VALUE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*\s+(\S.*)$")
+#: An ``Authorization``-style value: an authentication scheme's word, then the credential.
+_AUTH_VALUE = re.compile(r"^(?:bearer|basic|token|bot|digest)\s+(\S.*)$", re.IGNORECASE)
 _UNICODE_ESCAPE = re.compile(r"\\u([0-9a-fA-F]{4})")
 
 
 def sensitive_forms(values: Iterable[str]) -> tuple[str, ...]:
     """The values to look for: each value, and the credential of an ``Authorization``-style
-    value on its own; longest first, so that a value containing another is replaced whole."""
+    value (``Bearer …``, ``Basic …``, ``Token …``) on its own; longest first, so that a value
+    containing another is replaced whole."""
     forms: set[str] = set()
     for value in values:
         forms.add(value)

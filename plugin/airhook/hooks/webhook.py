@@ -65,6 +65,9 @@ _DROPPED_RESPONSE_HEADERS = frozenset(
 _PUBLIC_HEADERS = frozenset(
     {"accept", "accept-encoding", "accept-language", "cache-control", "content-type", "user-agent"}
 )
+#: A connection URL path at least this long is treated as a credential in answers (Slack's
+#: "/services/T…/B…/…" and Zapier's "/hooks/catch/…/…/" are), a shorter one as an API path.
+_CREDENTIAL_PATH_CHARS = 20
 _EXTRA_PREFIX = "extra__airhook_webhook__"
 _EXTRA_KEYS = frozenset(
     {
@@ -333,10 +336,12 @@ class WebhookHook(BaseHook):
             redact.append(basic)
         # Extra headers are where API keys go; only well-known ones are not secret.
         redact += [str(v) for k, v in headers.items() if str(k).lower() not in _PUBLIC_HEADERS]
-        if base_url:
-            # For Slack's or Zapier's incoming webhooks the URL's path is the credential.
-            path = urlsplit(base_url).path
-            redact += [base_url, *([path] if len(path) >= 8 else [])]
+        path = urlsplit(base_url).path if base_url else ""
+        if base_url and len(path) >= _CREDENTIAL_PATH_CHARS:
+            # For Slack's or Zapier's incoming webhooks the URL's path is the credential, and
+            # such paths are long; a bare origin or a short API path would only blank ordinary
+            # text in answers (links, "self" URLs).
+            redact += [base_url, path]
         self._mask(redact)
         return _Settings(
             base_url=base_url,
