@@ -468,6 +468,32 @@ def scenario(how):
 
 report["stops"] = scenario("stops")
 report["dies_before_marking"] = scenario("dies_before_marking")
+
+# A round frozen while it holds the dispatch lock (here: another connection holds it) makes
+# the next round give up after the lock timeout, with an error it is retried after.
+from airflow import settings
+
+import airhook.dispatcher as dispatcher_module
+
+if settings.engine.dialect.name == "postgresql":
+    waiting_id = record("rkt", "lead.captured", "lead.captured")
+    holder = settings.engine.connect()
+    holding = holder.begin()
+    holder.execute(
+        sa.select(sa.func.pg_advisory_xact_lock(dispatcher_module._DISPATCH_LOCK_KEY))
+    )
+    dispatcher_module._LOCK_TIMEOUT_SECONDS = 1
+    started = time.monotonic()
+    try:
+        Dispatcher(store).dispatch_once()
+        report["frozen_holder"] = "no error"
+    except Exception as exc:
+        report["frozen_holder"] = getattr(getattr(exc, "orig", None), "pgcode", type(exc).__name__)
+    report["frozen_waited"] = round(time.monotonic() - started, 1)
+    holding.rollback()
+    holder.close()
+    report["after_the_holder"] = Dispatcher(store).dispatch_once()
+    report["dispatched_after"] = assets_of(waiting_id)
 print(json.dumps(report))
 """
 )
@@ -911,6 +937,11 @@ def test_a_round_that_stalled_while_another_dispatcher_took_over_does_not_dispat
         store_url = create_postgres_database(base)
     report = _run_scenario(tmp_path, STALL_SCRIPT, metadata_url, store_url)
     once = ["airhook://rkt", "airhook://rkt/lead.captured"]
+    if database == "postgresql":
+        assert report["frozen_holder"] == "55P03"  # lock_not_available: lock_timeout
+        assert 0.9 <= report["frozen_waited"] < 10
+        assert report["after_the_holder"] == 1
+        assert report["dispatched_after"] == once
     for how in ("stops", "dies_before_marking"):
         seen = report[how]
         assert seen["other_took_the_lease"], how

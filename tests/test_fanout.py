@@ -1197,6 +1197,25 @@ def test_a_sender_whose_claim_lapsed_cannot_settle_or_release_its_successors_cla
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("delivered", 1, 200)
 
 
+def test_publish_does_not_report_a_delivery_another_sender_took_over(
+    store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    # While the request is out, another sender takes the delivery over (as after a lapsed
+    # claim): this publish's 200 settles nothing, so its summary must not say "delivered".
+    def taken_over(request: Received) -> Reply:
+        with store.begin() as connection:
+            connection.execute(deliveries.update().values(claim_token="another-sender"))
+        return (200, {}, b"ok")
+
+    receiver.on("/hook", taken_over)
+    SubscriptionRepository(store, cipher).create(subscription("a", receiver.url()))
+    result = make_engine(store, cipher).publish(events(1))
+    [mid] = result.message_ids
+    assert OutboxRepository(store).get(mid).status == "sending"  # still the other one's
+    assert result.summary.as_dict()["delivered"] == 0
+    assert result.summary.pending == 1
+
+
 def test_a_lapsed_claims_failures_are_not_counted_twice(store: Store, cipher: Fernet) -> None:
     # Five deliveries fail for both the stale sender and its successor: five failures, not ten.
     from airhook.store.outbox import Attempt, Settled

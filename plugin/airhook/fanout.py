@@ -228,6 +228,8 @@ class _Round:
     counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     #: deliveries that settled ``pending`` (a retry is scheduled): possibly due again soon.
     retrying: list[str] = field(default_factory=list)
+    #: deliveries whose outcome settled nothing: another sender took them over meanwhile.
+    stale: list[str] = field(default_factory=list)
 
 
 class _Recorder:
@@ -276,6 +278,16 @@ class _Recorder:
                 "(their claims lapsed); their outcomes here settle nothing",
                 len(recorded.stale),
             )
+            # Not this round's outcomes any more: out of its counts (the summary then comes
+            # from the store, where the other sender's claim shows).
+            stale = set(recorded.stale)
+            for settled in done:
+                mid = settled.attempt.message_id
+                if mid in stale:
+                    self._state.counts[settled.status] -= 1
+                    self._state.stale.append(mid)
+                    if settled.status == "pending" and mid in self._state.retrying:
+                        self._state.retrying.remove(mid)
         for settled in done:
             self._held.pop(settled.attempt.message_id, None)
 

@@ -634,13 +634,18 @@ class OutboxRepository:
         """The settled deliveries still ``sending`` under the claim they were attempted under;
         locked until the transaction ends (PostgreSQL; SQLite has one writer)."""
         tokens: dict[str, str | None] = {}
-        ids = list(dict.fromkeys(item.attempt.message_id for item in settled))
+        ids = sorted({item.attempt.message_id for item in settled})
+        claims = {item.token for item in settled}
         for chunk in _chunks(ids):
             query = sa.select(deliveries.c.message_id, deliveries.c.claim_token).where(
                 deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending"
             )
+            if None not in claims:
+                # Only this round's rows are locked (not one another sender holds now), in
+                # message-id order, as every sender locks them: no deadlock between senders.
+                query = query.where(deliveries.c.claim_token.in_(sorted(claims)))
             if not self._store.is_sqlite:
-                query = query.with_for_update()
+                query = query.order_by(deliveries.c.message_id).with_for_update()
             tokens.update((mid, token) for mid, token in connection.execute(query))
         return {
             item.attempt.message_id
@@ -790,7 +795,7 @@ class OutboxRepository:
         now = _utc(now or datetime.now(timezone.utc))
         with self._store.begin() as connection:
             for chunk in _chunks(message_ids):
-                connection.execute(
+                released = (
                     deliveries.update()
                     .where(
                         deliveries.c.message_id.in_(chunk),
@@ -799,6 +804,18 @@ class OutboxRepository:
                     )
                     .values(status="pending", next_attempt_at=now, updated_at=now)
                 )
+                if not self._store.is_sqlite:
+                    # Lock in message-id order first, as record() does: no deadlock with it.
+                    released = released.where(
+                        deliveries.c.message_id.in_(
+                            sa.select(deliveries.c.message_id)
+                            .where(deliveries.c.message_id.in_(chunk), *_held_by(token))
+                            .order_by(deliveries.c.message_id)
+                            .with_for_update()
+                            .scalar_subquery()
+                        )
+                    )
+                connection.execute(released)
             pause_stranded(connection, now)
 
     # --- reading ---------------------------------------------------------------------------------
