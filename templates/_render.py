@@ -82,6 +82,8 @@ DEFAULT_MAX_OUTPUT_CHARS = 10_000_000
 MAX_REPEAT_ITEMS = 1_000_000
 #: ``a ** b`` on integers may not use an exponent larger than this (10 ** 10 ** 9 never ends).
 MAX_INT_EXPONENT = 1_000
+#: ``a * b`` on integers may not build a number larger than this many bits.
+MAX_INT_BITS = 100_000
 #: Inline templates kept compiled per renderer.
 INLINE_CACHE_SIZE = 256
 
@@ -374,6 +376,10 @@ _PRINTF_SPEC = re.compile(r"%(?:\([^)]*\))?[-+ #0]*(\*|\d+)?(?:\.(\*|\d+))?[a-zA
 _FORMAT_NUMBERS = re.compile(r"\d+")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _check_printf_widths(template: str) -> None:
     """Refuse a ``%`` format whose width or precision could allocate without bound."""
     for width, precision in _PRINTF_SPEC.findall(template):
@@ -435,7 +441,7 @@ def _guard_width(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 class _Environment(ImmutableSandboxedEnvironment):
     """The immutable sandbox, plus limits on what one expression may allocate."""
 
-    intercepted_binops = frozenset({"*", "**", "%"})
+    intercepted_binops = frozenset({"*", "**", "%", "+"})
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, str) and attr in _UNSAFE_STR_METHODS:
@@ -453,6 +459,21 @@ class _Environment(ImmutableSandboxedEnvironment):
                     and len(seq) * count > MAX_REPEAT_ITEMS
                 ):
                     raise SecurityError(f"'*' would build more than {MAX_REPEAT_ITEMS} items")
+            if (
+                _is_int(left)
+                and _is_int(right)
+                and left.bit_length() + right.bit_length() > MAX_INT_BITS
+            ):
+                # Squaring in a loop doubles the digits each time.
+                raise SecurityError(f"'*' would build an integer above {MAX_INT_BITS} bits")
+        elif (
+            operator == "+"
+            and isinstance(left, (str, list, tuple))
+            and isinstance(right, (str, list, tuple))
+            and len(left) + len(right) > DEFAULT_MAX_OUTPUT_CHARS
+        ):
+            # Doubling in a loop: 'x + x' thirty times is a gigabyte.
+            raise SecurityError(f"'+' would build more than {DEFAULT_MAX_OUTPUT_CHARS} items")
         elif (
             operator == "**"
             and isinstance(left, int)

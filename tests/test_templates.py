@@ -616,6 +616,11 @@ def test_sandbox_blocks_private_attributes_and_mutation(source: str) -> None:
         "{{ '{a:>50000000}'.format_map({'a': ''}) }}",
         "{{ ('x' * 1000000).replace('x', 'x' * 50) }}",
         "{{ ('x' * 1000000) | replace('x', 'x' * 50) }}",
+        # Doubling and squaring in a loop.
+        "{% set s = namespace(v='x' * 1000) %}{% for i in range(40) %}"
+        "{% set s.v = s.v + s.v %}{% endfor %}{{ s.v | length }}",
+        "{% set n = namespace(v=3) %}{% for i in range(30) %}{% set n.v = n.v * n.v %}"
+        "{% endfor %}{{ n.v > 0 }}",
     ],
 )
 def test_sandbox_refuses_expressions_that_allocate_without_bound(source: str) -> None:
