@@ -50,8 +50,10 @@ from jinja2 import (
     TemplateSyntaxError,
     Undefined,
     UndefinedError,
+    nodes,
     pass_environment,
 )
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import FilterArgumentError, SecurityError, TemplateRuntimeError
 from jinja2.loaders import split_template_path
 from jinja2.runtime import Context
@@ -438,8 +440,27 @@ def _guard_width(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 # -- environment and loader ----------------------------------------------------------------------
 
 
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, with every ``~`` concatenation checked by the environment."""
+
+    def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
+        # '~' compiles to a join the sandbox never sees; doubling a string with it in a loop
+        # would grow without bound. Each result is checked (so at most twice the limit is
+        # ever built).
+        self.write("environment.checked_concat(")
+        super().visit_Concat(node, frame)
+        self.write(")")
+
+
 class _Environment(ImmutableSandboxedEnvironment):
     """The immutable sandbox, plus limits on what one expression may allocate."""
+
+    code_generator_class = _CodeGenerator
+
+    def checked_concat(self, value: Any) -> Any:
+        if len(value) > DEFAULT_MAX_OUTPUT_CHARS:
+            raise SecurityError(f"'~' would build more than {DEFAULT_MAX_OUTPUT_CHARS} characters")
+        return value
 
     intercepted_binops = frozenset({"*", "**", "%", "+"})
 

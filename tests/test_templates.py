@@ -621,6 +621,8 @@ def test_sandbox_blocks_private_attributes_and_mutation(source: str) -> None:
         "{% set s.v = s.v + s.v %}{% endfor %}{{ s.v | length }}",
         "{% set n = namespace(v=3) %}{% for i in range(30) %}{% set n.v = n.v * n.v %}"
         "{% endfor %}{{ n.v > 0 }}",
+        "{% set s = namespace(v='x' * 1000) %}{% for i in range(40) %}"
+        "{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v | length }}",
     ],
 )
 def test_sandbox_refuses_expressions_that_allocate_without_bound(source: str) -> None:
@@ -636,6 +638,7 @@ def test_sandbox_refuses_expressions_that_allocate_without_bound(source: str) ->
         ("{{ '{0:>4}|{1:.1f}|{0}'.format('ab', 2.25) }}", "  ab|2.2|ab"),
         ("{{ 'a-b'.replace('-', '__') }} {{ 'a-b' | replace('-', '_') }}", "a__b a_b"),
         ("{{ '%(n)s=%(v)05.1f' % {'n': 'x', 'v': 2.5} }}", "x=002.5"),
+        ("{{ 'a' ~ 1 ~ none ~ [2] }}{{ ('b' ~ 'c') | upper }}", "a1None[2]BC"),
         # A long value with one character to escape: the growth counts, not the length.
         ("{{ ('x' * 900000 ~ 'x' * 900000 ~ '&') | replace('&', '&amp;') | length }}", "1800005"),
     ],
