@@ -36,6 +36,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from airhook.asset_uris import KIND_SCHEME, SOURCE_SCHEME, uris_for
+from airhook.store.chunks import chunks
 from airhook.store.engine import Store
 from airhook.store.errors import describe_error
 from airhook.store.inbox import NEW_EVENTS_CHANNEL, InboxEvent, InboxRepository
@@ -329,12 +330,11 @@ class Dispatcher:
         # received_at is the receiving host's clock, an asset event's timestamp the
         # dispatching host's: the margin allows for clocks that disagree.
         since = min(e.received_at for e in events) - _CLOCK_MARGIN
-        wanted = [e.id for e in events]
         # Only the event id out of each extra (JSON ->> on PostgreSQL, json_extract on SQLite),
         # compared in the database: an hour of asset events carries an hour of payloads.
         event_id = asset_event.extra[_EVENT_ID_KEY].as_string()
         found: set[str] = set()
-        for start in range(0, len(wanted), 500):
+        for wanted in chunks([e.id for e in events]):
             found.update(
                 session.scalars(
                     sa.select(event_id)
@@ -345,7 +345,7 @@ class Dispatcher:
                             asset_model.name.startswith(f"{KIND_SCHEME}://"),
                         ),
                         asset_event.timestamp >= since,
-                        event_id.in_(wanted[start : start + 500]),
+                        event_id.in_(wanted),
                     )
                 )
             )

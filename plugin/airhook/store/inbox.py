@@ -11,6 +11,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from airhook.store.chunks import chunks
 from airhook.store.driver import driver_of
 from airhook.store.engine import Store
 from airhook.store.tables import inbox
@@ -274,10 +275,10 @@ class InboxRepository:
         """Return, per event id: whether it is marked dispatched, and its dispatch attempts."""
         states: dict[str, tuple[bool, int]] = {}
         with self._store.read() as connection:
-            for start in range(0, len(event_ids), 500):
+            for chunk in chunks(event_ids):
                 rows = connection.execute(
                     sa.select(inbox.c.id, inbox.c.dispatched_at, inbox.c.dispatch_attempts).where(
-                        inbox.c.id.in_(event_ids[start : start + 500])
+                        inbox.c.id.in_(chunk)
                     )
                 )
                 for event_id, dispatched_at, attempts in rows:

@@ -24,7 +24,7 @@ processes finishing deliveries of one endpoint at once would lose counts.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
@@ -33,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from airhook.store.chunks import chunks
 from airhook.store.driver import Driver, driver_of
 from airhook.store.engine import Store
 from airhook.store.tables import attempts, deliveries, subscriptions
@@ -60,7 +61,6 @@ Status = Literal["pending", "sending", "delivered", "failed", "dead", "paused"]
 STATUSES: tuple[str, ...] = ("pending", "sending", "delivered", "failed", "dead", "paused")
 #: Deliveries that will not go out without a replay: the dead letters.
 FINAL_FAILURES: tuple[str, ...] = ("failed", "dead")
-_CHUNK = 500  # ids per IN (...) list: far below every database's parameter limit
 #: Rows per multi-row statement: 500 rows of at most 10 values stay below SQLite's (32,766) and
 #: PostgreSQL's (65,535) parameter limits.
 _ROWS = 500
@@ -88,11 +88,6 @@ class DeliveryNotFoundError(KeyError):
 
     def __str__(self) -> str:
         return f"no delivery {self.args[0]!r}" if self.args else "no such delivery"
-
-
-def _chunks(items: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,7 +332,7 @@ class OutboxRepository:
                 # gets paused rows, not claimed ones. (A disable committing after this read is
                 # caught by the sender, which skips and releases; releasing pauses them.)
                 names = sorted({d.subscription for d in unique.values()})
-                for chunk in _chunks(names):
+                for chunk in chunks(names):
                     active.update(
                         (name, bool(flag))
                         for name, flag in connection.execute(
@@ -381,7 +376,7 @@ class OutboxRepository:
                     }
                     for d, status, next_at in rows
                 ]
-                for chunk in _chunks(values):
+                for chunk in chunks(values):
                     created.update(connection.scalars(statement, list(chunk)))
             else:
                 # The hot path of every publish: one multi-row INSERT per 500 rows, straight to
@@ -459,7 +454,7 @@ class OutboxRepository:
         if subscription is not None:
             filters.append(deliveries.c.subscription == subscription)
         groups: list[list[Any]] = (
-            [[*filters, deliveries.c.message_id.in_(chunk)] for chunk in _chunks(message_ids)]
+            [[*filters, deliveries.c.message_id.in_(chunk)] for chunk in chunks(message_ids)]
             if message_ids is not None
             else [filters]
         )
@@ -517,7 +512,7 @@ class OutboxRepository:
         now = _utc(now or datetime.now(timezone.utc))
         lease_until = now + timedelta(seconds=lease_seconds)
         with self._store.begin() as connection:
-            for chunk in _chunks(message_ids):
+            for chunk in chunks(message_ids):
                 # SKIP LOCKED (PostgreSQL; SQLite has one writer): rows an outcome flush is
                 # settling right now need no renewal, and waiting for them while the flush waits
                 # for rows locked here, in another order, would deadlock.
@@ -636,7 +631,7 @@ class OutboxRepository:
         tokens: dict[str, str | None] = {}
         ids = sorted({item.attempt.message_id for item in settled})
         claims = {item.token for item in settled}
-        for chunk in _chunks(ids):
+        for chunk in chunks(ids):
             query = sa.select(deliveries.c.message_id, deliveries.c.claim_token).where(
                 deliveries.c.message_id.in_(chunk), deliveries.c.status == "sending"
             )
@@ -794,7 +789,7 @@ class OutboxRepository:
         """
         now = _utc(now or datetime.now(timezone.utc))
         with self._store.begin() as connection:
-            for chunk in _chunks(message_ids):
+            for chunk in chunks(message_ids):
                 released = (
                     deliveries.update()
                     .where(
@@ -883,7 +878,7 @@ class OutboxRepository:
         earliest: datetime | None = None
         base = self._filters(subscription, None, publication, None, None)
         groups = (
-            [[*base, deliveries.c.message_id.in_(chunk)] for chunk in _chunks(message_ids)]
+            [[*base, deliveries.c.message_id.in_(chunk)] for chunk in chunks(message_ids)]
             if message_ids is not None
             else [base]
         )
@@ -977,7 +972,7 @@ class OutboxRepository:
             for name in names:
                 mine = [mid for mid, owner in rows if owner == name]
                 running = active.get(name, False)
-                for chunk in _chunks(mine):
+                for chunk in chunks(mine):
                     connection.execute(
                         deliveries.update()
                         .where(deliveries.c.message_id.in_(chunk), deliveries.c.status != "sending")
