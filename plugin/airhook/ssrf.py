@@ -56,9 +56,10 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address leads to: mapped, 6to4, Teredo's client, NAT64."""
-    if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    """The IPv4 address an IPv6 address reaches through a relay: 6to4, Teredo's client, NAT64.
+
+    (An IPv4-mapped address is the IPv4 address itself; its callers handle it first.)
+    """
     if ip.sixtofour is not None:
         return ip.sixtofour
     if ip.teredo is not None:

@@ -154,9 +154,11 @@ class SourceRepository:
 
     def all(self) -> list[Source]:
         """Return every source, by name."""
+        return [self._unseal(row) for row in self._rows()]
+
+    def _rows(self) -> list[Any]:
         with self._store.read() as connection:
-            rows = connection.execute(sa.select(sources).order_by(sources.c.name)).all()
-        return [self._unseal(row) for row in rows]
+            return list(connection.execute(sa.select(sources).order_by(sources.c.name)).all())
 
     def readable(self) -> tuple[list[Source], list[str]]:
         """Return the sources whose credentials decrypt, and the names of those that do not.
@@ -164,11 +166,9 @@ class SourceRepository:
         For the receiver: one source sealed with a key it no longer has must not take every
         other source down with it.
         """
-        with self._store.read() as connection:
-            rows = connection.execute(sa.select(sources).order_by(sources.c.name)).all()
         found: list[Source] = []
         unreadable: list[str] = []
-        for row in rows:
+        for row in self._rows():
             try:
                 found.append(self._unseal(row))
             except (InvalidToken, ValueError):  # a wrong key, or damaged credentials
