@@ -949,3 +949,149 @@ def test_a_round_that_stalled_while_another_dispatcher_took_over_does_not_dispat
         assert seen["stalled_round"] == {"handled": 1}, how
         assert seen["after_the_stalled_round"] == once, how
         assert seen["inbox"]["dispatched"], how
+
+
+# The scheduler reads a DAG's queue rows, builds the run from the events up to the newest row's
+# created_at as it read it, and deletes the rows by key. A round committed between the read and
+# the delete leaves its events to no run (apache/airflow#70970): the queue keeper queues the DAG
+# again for them, once, and a DAG paused at dispatch is not queued for its events, ever.
+KEEPER_SCRIPT = (
+    PRELUDE
+    + r"""
+from airflow import settings
+from airflow.jobs.job import Job
+from airflow.jobs.scheduler_job_runner import SchedulerJobRunner
+from airflow.models.asset import association_table
+from airflow.models.dagrun import DagRun
+
+DAG_ID = "rkt_leads"
+LATER = datetime(2999, 1, 1, tzinfo=timezone.utc)  # every watch is due
+runner = SchedulerJobRunner(job=Job(), num_runs=1)
+dispatcher = Dispatcher(store)
+
+
+def scheduler_pass(between=None):
+    # The scheduler's own steps (_create_dagruns_for_dags). ``between`` runs where the race is:
+    # after it read DAG_ID's queue rows, before its first write (the run).
+    get_dag = runner._get_current_dag
+
+    def get_dag_and_pause(dag_id, session):
+        dag = get_dag(dag_id=dag_id, session=session)
+        if dag_id == DAG_ID and between is not None:
+            create = dag.create_dagrun
+
+            def create_after_between(*args, **kwargs):
+                between()
+                return create(*args, **kwargs)
+
+            dag.create_dagrun = create_after_between
+        return dag
+
+    with mock.patch.object(runner, "_get_current_dag", get_dag_and_pause):
+        with create_session() as session:
+            query, triggered = DagModel.dags_needing_dagruns(session)
+            ready = [d for d in query.all() if d.dag_id in triggered]
+            runner._create_dag_runs_asset_triggered(dag_models=ready, session=session)
+
+
+def lose_queue_row():
+    # What the race leaves, made directly: PostgreSQL's row locks keep the real scheduler from
+    # it (the dispatcher waits for the scheduler's rows), so there the keeper is a safety net.
+    dispatcher.dispatch_once()
+    with create_session() as session:
+        session.execute(
+            sa.delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == DAG_ID)
+        )
+
+
+def consumed_by(dag_id):
+    # airhook event id -> how many runs of the DAG consumed its asset event
+    with create_session() as session:
+        rows = session.execute(
+            sa.select(AssetEvent.extra)
+            .join(association_table, association_table.c.event_id == AssetEvent.id)
+            .join(DagRun, DagRun.id == association_table.c.dag_run_id)
+            .join(AssetModel, AssetModel.id == AssetEvent.asset_id)
+            .where(DagRun.dag_id == dag_id, AssetModel.name == "airhook://rkt/lead.captured")
+        ).scalars()
+        counts = {}
+        for extra in rows:
+            counts[extra["airhook_event_id"]] = counts.get(extra["airhook_event_id"], 0) + 1
+        return counts
+
+
+def queue_row():
+    with create_session() as session:
+        return session.scalar(
+            sa.select(AssetDagRunQueue.created_at)
+            .join(AssetModel, AssetModel.id == AssetDagRunQueue.asset_id)
+            .where(
+                AssetDagRunQueue.target_dag_id == DAG_ID,
+                AssetModel.name == "airhook://rkt/lead.captured",
+            )
+        )
+
+
+first = record("rkt", "lead.captured", "lead.captured")
+dispatcher.dispatch_once()
+second = record("rkt", "lead.captured", "lead.captured")
+if settings.engine.dialect.name == "sqlite":
+    scheduler_pass(between=dispatcher.dispatch_once)
+else:
+    scheduler_pass()
+    lose_queue_row()
+report["after_race"] = {"consumed": consumed_by(DAG_ID), "queued": queue_row() is not None}
+report["first"], report["second"] = first, second
+report["requeued"] = dispatcher.keeper.check(now=LATER)
+report["queued_after_check"] = queue_row() is not None
+scheduler_pass()
+report["after_second_pass"] = consumed_by(DAG_ID)
+report["requeued_again"] = dispatcher.keeper.check(now=LATER)
+report["watches_left"] = [
+    w.dag_id for w in dispatcher.keeper._watches.all() if w.dag_id == DAG_ID
+]
+
+# Paused when its event is dispatched: not queued, not watched, not queued after unpausing.
+with create_session() as session:
+    session.execute(sa.update(DagModel).where(DagModel.dag_id == DAG_ID).values(is_paused=True))
+third = record("rkt", "lead.captured", "lead.captured")
+dispatcher.dispatch_once()
+with create_session() as session:
+    session.execute(sa.update(DagModel).where(DagModel.dag_id == DAG_ID).values(is_paused=False))
+report["third"] = third
+report["requeued_for_paused"] = dispatcher.keeper.check(now=LATER)
+report["queued_for_paused"] = queue_row() is not None
+scheduler_pass()
+report["after_paused"] = consumed_by(DAG_ID)
+print(json.dumps(report))
+"""
+)
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_events_no_run_consumed_queue_their_dag_again_once(
+    tmp_path: Path, request: pytest.FixtureRequest, database: str
+) -> None:
+    if database == "sqlite":
+        metadata_url = f"sqlite:///{tmp_path / 'airflow.db'}"
+        store_url = f"sqlite:///{tmp_path / 'airhook.db'}"
+    else:
+        from tests.conftest import create_postgres_database
+
+        base = request.getfixturevalue("postgres_url")
+        metadata_url = create_postgres_database(base)
+        store_url = create_postgres_database(base)
+    report = _run_scenario(tmp_path, KEEPER_SCRIPT, metadata_url, store_url)
+    first, second, third = report["first"], report["second"], report["third"]
+    # The race, as Airflow leaves it: the second event consumed by no run, no queue row left.
+    assert report["after_race"] == {"consumed": {first: 1}, "queued": False}
+    # The keeper queues the DAG again, and the next run consumes exactly the orphan.
+    assert report["requeued"] == 1
+    assert report["queued_after_check"]
+    assert report["after_second_pass"] == {first: 1, second: 1}
+    assert report["requeued_again"] == 0
+    assert report["watches_left"] == []
+    # A DAG paused at dispatch is never queued for that event.
+    assert report["requeued_for_paused"] == 0
+    assert not report["queued_for_paused"]
+    assert third not in report["after_paused"]

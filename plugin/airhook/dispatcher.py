@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
 from functools import partial
@@ -36,13 +37,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from airhook.asset_uris import KIND_SCHEME, SOURCE_SCHEME, uris_for
+from airhook.requeue import QueueKeeper
 from airhook.store.chunks import chunks
 from airhook.store.engine import Store
 from airhook.store.errors import describe_error
 from airhook.store.inbox import NEW_EVENTS_CHANNEL, InboxEvent, InboxRepository
 from airhook.store.leases import LeaseRepository
 
-__all__ = ["LEASE_NAME", "Dispatcher", "LeaseLostError", "asset_extra"]
+__all__ = ["LEASE_NAME", "Dispatcher", "LeaseLostError", "asset_extra", "serialise_dispatch"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ _EVENT_ID_KEY = "airhook_event_id"
 _CLOCK_MARGIN = timedelta(hours=1)
 #: How long a round waits for a lock in Airflow's database (PostgreSQL) before it gives up.
 _LOCK_TIMEOUT_SECONDS = 15
+#: The shortest pause between two rounds that wrote to an SQLite metadata DB.
+_SQLITE_YIELD_SECONDS = 0.1
 #: The PostgreSQL advisory lock (transaction-scoped) that serialises dispatch rounds.
 _DISPATCH_LOCK_KEY = int.from_bytes(
     hashlib.sha256(b"airhook dispatcher").digest()[:8], "big", signed=True
@@ -94,6 +98,7 @@ class Dispatcher:
         poll_seconds: float = 0.2,
         payload_max_bytes: int = 65536,
         lease_seconds: float = 15.0,
+        check_seconds: float = 1.0,
     ) -> None:
         self._store = store
         self._inbox = InboxRepository(store)
@@ -110,6 +115,17 @@ class Dispatcher:
         #: set once the listener listens (PostgreSQL): commits from then on wake the dispatcher
         self.listening = threading.Event()
         self._lease_renewed_at: datetime | None = None
+        self.keeper = QueueKeeper(store)
+        self._check_seconds = check_seconds
+        self._next_check = 0.0
+        #: how long the last round held Airflow's database (its write lock, on SQLite)
+        self.last_round_seconds = 0.0
+
+    @property
+    def _airflow_is_sqlite(self) -> bool:
+        from airflow import settings
+
+        return settings.engine is not None and settings.engine.dialect.name == "sqlite"
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -196,6 +212,9 @@ class Dispatcher:
                     self._stop.wait(min(self._lease_seconds / 3, 2.0))
                     continue
                 dispatched = self.dispatch_once(fence=self._still_leader)
+                if time.monotonic() >= self._next_check:
+                    self.keeper.check()
+                    self._next_check = time.monotonic() + self._check_seconds
             except LeaseLostError:
                 log.warning(
                     "airhook dispatcher %s lost its lease mid-round; rolled back", self.holder
@@ -208,6 +227,12 @@ class Dispatcher:
                 log.error("airhook dispatcher round failed (%s); retrying", describe_error(exc))
                 self._stop.wait(1.0)
                 continue
+            if dispatched and self._airflow_is_sqlite:
+                # SQLite has one writer at a time and its busy handler is no queue: a scheduler
+                # or DAG processor waiting to write polls with growing sleeps and can miss the
+                # gaps between back-to-back rounds until its own timeout ("database is locked").
+                # A pause at least as long as the round held the lock leaves them room.
+                self._stop.wait(max(_SQLITE_YIELD_SECONDS, self.last_round_seconds))
             if dispatched < self._batch_size:
                 self._wake.wait(self._poll_seconds)
                 self._wake.clear()
@@ -241,7 +266,7 @@ class Dispatcher:
             transaction is rolled back (:class:`LeaseLostError`). The dispatcher thread passes a
             lease renewal, so that a round that stalled past the lease (while another process took
             over) gives way; should it still reach its commit (it stalled again, or the other
-            dispatcher has gone and the lease is free), the lock of :func:`_serialise_dispatch`
+            dispatcher has gone and the lease is free), the lock of :func:`serialise_dispatch`
             makes it skip what the other one dispatched.
         """
         events = self._inbox.undispatched(self._batch_size)
@@ -265,8 +290,9 @@ class Dispatcher:
         # Airflow calls its asset listeners inside register_asset_change unless given a sink:
         # collect them and call them once the transaction is committed.
         notifications: list[Callable[[], None]] = []
+        started = time.monotonic()
         with create_session() as session:
-            _serialise_dispatch(session)
+            serialise_dispatch(session)
             # Read under that lock: another dispatcher's round for these events has committed
             # (its asset events are visible now, its marks may be) or has not begun writing.
             states = self._inbox.dispatch_states([e.id for e in events])
@@ -303,11 +329,15 @@ class Dispatcher:
                     models[model.id] = model
             if planned:
                 _lock_queue(session, set(planned))
+            since = _stamp_clock()
             newest = _create_asset_events(session, models, planned, ordered, notifications)
             if newest is not None:
                 _advance_queue(session, set(planned), newest)
             if fence is not None and not fence():
                 raise LeaseLostError(self.holder)  # leaving the block rolls the session back
+            if planned:
+                self.keeper.watch(session, planned, since)
+        self.last_round_seconds = time.monotonic() - started
         for notify in notifications:
             try:
                 notify()
@@ -437,7 +467,7 @@ def _insert_asset_events(
     stats.incr("asset.updates", count=len(rows))
 
 
-def _serialise_dispatch(session: Any) -> None:
+def serialise_dispatch(session: Any) -> None:
     """Let one dispatch round at a time, in any process, past this point of Airflow's transaction.
 
     Why: the lease keeps one dispatcher active, but a round can stall (a GC pause, a frozen VM)
@@ -505,3 +535,10 @@ def _advance_queue(session: Any, asset_ids: set[int], newest: datetime) -> None:
         .values(created_at=newest)
         .execution_options(synchronize_session=False)
     )
+
+
+def _stamp_clock() -> datetime:
+    """The clock Airflow stamps asset events with (``AssetEvent.timestamp``'s default)."""
+    from airflow.utils import timezone
+
+    return timezone.utcnow()

@@ -61,6 +61,19 @@ leases = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+#: Which DAGs Airflow queued for the asset events of a dispatch round, until their runs consumed
+#: them: what the dispatcher's queue keeper checks (see ``airhook.requeue``). One row per
+#: (asset, DAG), widened by each round; ``since``/``until`` are asset event timestamps.
+queue_watches = sa.Table(
+    "airhook_queue_watch",
+    metadata,
+    sa.Column("asset_id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("dag_id", sa.String(250), primary_key=True),
+    sa.Column("since", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("until", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_airhook_queue_watch_until", "until"),
+)
+
 #: Outbound subscriptions: endpoints that published events are delivered to.
 subscriptions = sa.Table(
     "airhook_subscription",
