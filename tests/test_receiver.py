@@ -606,21 +606,53 @@ def test_malformed_signature_header_is_refused_401_never_500(receiver: Receiver)
 # --- replays and duplicates --------------------------------------------------------------------
 
 
-def test_the_same_signed_request_twice_is_refused_as_replayed(receiver: Receiver) -> None:
+def test_the_same_signed_request_again_is_a_duplicate_with_the_first_id(
+    receiver: Receiver,
+) -> None:
+    # Signed a minute before it is sent, and sent again later: same bytes, same headers, still
+    # within the tolerance. Harmless (nothing runs twice), so answered like any duplicate.
+    signed_at = int(time.time()) - 60
     for profile in ("standard", "ccai", "eev"):
         source, secret = make_source(profile)
         receiver.add(source)
         body = body_of(profile)
-        headers = signed(profile, secret, body)
+        headers = signed(profile, secret, body, timestamp=signed_at)
 
         first = receiver.send(profile, body, headers)
         again = receiver.send(profile, body, headers)
 
         assert first.status_code == 202, f"{profile}: {first.text}"
-        assert again.status_code == 401, f"{profile}: {again.text}"
-        assert again.json() == {"error": "replayed"}
+        assert again.status_code == 200, f"{profile}: {again.text}"
+        assert again.json() == {"id": first.json()["id"], "duplicate": True}
         assert [e.id for e in receiver.events(profile)] == [first.json()["id"]]
-        assert receiver.outcomes(profile) == {"accepted": 1, "replayed": 1}
+        assert receiver.outcomes(profile) == {"accepted": 1, "duplicate": 1}
+
+
+def test_the_same_signed_request_once_its_timestamp_is_stale_is_refused_401(
+    receiver: Receiver,
+) -> None:
+    # Recorded while its timestamp was within the tolerance; the very same bytes and headers
+    # played again once it no longer is are refused before any dedupe.
+    signed_at = int(time.time()) - TOLERANCE + 2
+    sent: dict[str, tuple[bytes, dict[str, str], str]] = {}
+    for profile in ("standard", "ccai", "eev"):
+        source, secret = make_source(profile)
+        receiver.add(source)
+        body = body_of(profile)
+        headers = signed(profile, secret, body, timestamp=signed_at)
+        first = receiver.send(profile, body, headers)
+        assert first.status_code == 202, f"{profile}: {first.text}"
+        sent[profile] = (body, headers, first.json()["id"])
+    while time.time() <= signed_at + TOLERANCE + 0.2:
+        time.sleep(0.1)
+
+    for profile, (body, headers, first_id) in sent.items():
+        replay = receiver.send(profile, body, headers)
+
+        assert replay.status_code == 401, f"{profile}: {replay.text}"
+        assert replay.json() == {"error": "timestamp_too_old"}
+        assert [e.id for e in receiver.events(profile)] == [first_id]
+        assert receiver.outcomes(profile) == {"accepted": 1, "timestamp_too_old": 1}
 
 
 def test_retry_signed_anew_is_a_duplicate_with_the_first_id(receiver: Receiver) -> None:
@@ -1144,26 +1176,34 @@ def test_200_unique_deliveries_from_16_threads_are_all_recorded(receiver: Receiv
     assert {e.id for e in receiver.events("standard")} == ids
 
 
-def test_50_concurrent_copies_of_one_delivery_are_recorded_once(receiver: Receiver) -> None:
-    source, secret = make_source("rkt")
+@pytest.mark.parametrize("profile", ["rkt", "ccai", "standard"])
+def test_50_concurrent_copies_of_one_delivery_are_recorded_once(
+    receiver: Receiver, profile: str
+) -> None:
+    # Signed once and sent 50 times at once: the same bytes and headers (for ccai and standard
+    # the same signed timestamp too). Some copies share the first one's batch, others meet its
+    # committed row: every one but the first is a duplicate, never a 401.
+    source, secret = make_source(profile)
     receiver.add(source)
-    body = body_of("rkt")
-    headers = signed("rkt", secret, body)
+    body = body_of(profile)
+    headers = signed(profile, secret, body)
     barrier = threading.Barrier(50)
 
     def deliver(_: int) -> requests.Response:
         with requests.Session() as session:
             barrier.wait(10)
-            return receiver.send("rkt", body, headers, session=session)
+            return receiver.send(profile, body, headers, session=session)
 
     with ThreadPoolExecutor(50) as pool:
         responses = list(pool.map(deliver, range(50)))
 
-    assert sorted(r.status_code for r in responses) == [200] * 49 + [202]
+    assert sorted(r.status_code for r in responses) == [200] * 49 + [202], [
+        r.text for r in responses if r.status_code not in (200, 202)
+    ]
     assert len({r.json()["id"] for r in responses}) == 1
     assert all(r.json()["duplicate"] for r in responses if r.status_code == 200)
     assert receiver.rows() == 1
-    assert receiver.outcomes("rkt") == {"accepted": 1, "duplicate": 49}
+    assert receiver.outcomes(profile) == {"accepted": 1, "duplicate": 49}
 
 
 # --- the store failing -----------------------------------------------------------------------
@@ -1214,7 +1254,6 @@ def test_a_row_the_store_refuses_fails_alone_not_its_batch(store: Store) -> None
             event=name,
             kind=None,
             dedupe_key=f"id:{uuid.uuid4().hex}",
-            signature_digest=None,
             body="{}",
             received_at=datetime.now(timezone.utc),
         )

@@ -66,7 +66,6 @@ def _event(
     *,
     source: str = "caleida-main",
     event: str = "insight.summary",
-    digest: str | None = None,
     body: str | None = None,
     received_at: datetime = T0,
 ) -> NewEvent:
@@ -77,7 +76,6 @@ def _event(
         event=event,
         kind="insight.summary",
         dedupe_key=dedupe_key,
-        signature_digest=digest,
         body=body or json.dumps({"event": event, "key": dedupe_key}),
         received_at=received_at,
     )
@@ -284,42 +282,20 @@ def test_record_of_a_new_event_is_created(inbox: InboxRepository) -> None:
 def test_record_of_the_same_dedupe_key_is_a_duplicate_of_the_first(
     inbox: InboxRepository,
 ) -> None:
-    first = _event("d-1", digest="a" * 64)
-    inbox.record([first])
-    [outcome] = inbox.record([_event("d-1", digest="b" * 64)])
-    assert (outcome.status, outcome.id) == ("duplicate", first.id)
-    assert inbox.count() == 1
-
-
-def test_record_of_the_same_dedupe_key_without_digests_is_a_duplicate(
-    inbox: InboxRepository,
-) -> None:
     first = _event("d-1")
     inbox.record([first])
     [outcome] = inbox.record([_event("d-1")])
     assert (outcome.status, outcome.id) == ("duplicate", first.id)
-
-
-def test_record_of_the_same_signature_digest_is_replayed(inbox: InboxRepository) -> None:
-    first = _event("d-1", digest="a" * 64)
-    inbox.record([first])
-    [outcome] = inbox.record([_event("d-1", digest="a" * 64)])
-    assert (outcome.status, outcome.id) == ("replayed", first.id)
     assert inbox.count() == 1
 
 
 def test_duplicates_within_one_batch_are_recorded_once(inbox: InboxRepository) -> None:
-    first, retry, replay, other = (
-        _event("d-1", digest="a" * 64),
-        _event("d-1", digest="b" * 64),
-        _event("d-1", digest="a" * 64),
-        _event("d-2"),
-    )
-    outcomes = inbox.record([first, retry, replay, other])
+    first, retry, again, other = _event("d-1"), _event("d-1"), _event("d-1"), _event("d-2")
+    outcomes = inbox.record([first, retry, again, other])
     assert [(o.status, o.id) for o in outcomes] == [
         ("created", first.id),
         ("duplicate", first.id),
-        ("replayed", first.id),
+        ("duplicate", first.id),
         ("created", other.id),
     ]
     assert inbox.count() == 2
@@ -334,6 +310,24 @@ def test_batch_mixing_new_and_earlier_events(inbox: InboxRepository) -> None:
         ("created", fresh.id),
         ("duplicate", earlier.id),
     ]
+
+
+def test_the_core_path_for_other_drivers_records_the_same_outcomes(store: Store) -> None:
+    fast, core = InboxRepository(store), InboxRepository(store)
+    core._driver = None  # a driver whose parameter style the fast path does not write
+    first, again, other = _event("d-1"), _event("d-1"), _event("d-2")
+    assert [(o.status, o.id) for o in core.record([first, again])] == [
+        ("created", first.id),
+        ("duplicate", first.id),
+    ]
+    assert [(o.status, o.id) for o in fast.record([_event("d-1"), other])] == [
+        ("duplicate", first.id),
+        ("created", other.id),
+    ]
+    assert [(o.status, o.id) for o in core.record([_event("d-2")])] == [("duplicate", other.id)]
+    stored = fast.get(first.id)
+    assert stored is not None
+    assert (stored.received_at, stored.dispatch_attempts, stored.dispatched_at) == (T0, 0, None)
 
 
 def test_same_dedupe_key_in_two_sources_is_two_events(inbox: InboxRepository) -> None:
@@ -360,7 +354,7 @@ inbox.count()  # connect now, so that the race is on the insert
 for n in range(int(sys.argv[2])):
     event = NewEvent(
         id=new_event_id(), source="race", profile="hmac", event="ping", kind=None,
-        dedupe_key=f"delivery-{n}", signature_digest=None, body="{}",
+        dedupe_key=f"delivery-{n}", body="{}",
         received_at=datetime.now(timezone.utc),
     )
     print("ready", flush=True)

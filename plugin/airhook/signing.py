@@ -76,9 +76,8 @@ class Verified:
         tell from it that a sender still signs with the old secret.
     :param message_id: the sender's delivery id where the scheme carries one (``webhook-id``).
     :param timestamp: the signed timestamp (Unix seconds) where the scheme carries one.
-    :param signature: the signature header as received, for schemes with a timestamp: together
-        they identify one signed request, so a receiver can tell a replayed capture (same
-        signature) from an honest retry (signed anew).
+    :param signature: the signature header as received, for schemes with a timestamp (the
+        receiver does not use it: a duplicate is a duplicate, re-signed or not).
     """
 
     scheme: str

@@ -4,10 +4,11 @@
 
 ====  =======================================================================================
 202   recorded; ``{"id": …}``
-200   a duplicate of an earlier delivery (``{"id": <first id>, "duplicate": true}``), or an
-      authentic event the source does not take (``{"status": "ignored"}``)
+200   a duplicate of an earlier delivery, the very same signed request included
+      (``{"id": <first id>, "duplicate": true}``), or an authentic event the source does not
+      take (``{"status": "ignored"}``)
 400   not JSON, not an object, or nested too deep
-401   signature, timestamp, token or credentials wrong or missing; a replayed request
+401   signature, token or credentials wrong or missing; timestamp outside the tolerance
 403   client address outside the source's allow-list; source inactive
 404   no such source
 413   body larger than the limit
@@ -299,7 +300,6 @@ class WebhookEndpoint:
             event=result.event,
             kind=result.kind,
             dedupe_key=result.dedupe_key,
-            signature_digest=result.signature_digest,
             body=result.body,
             received_at=datetime.now(timezone.utc),
         )
@@ -308,8 +308,6 @@ class WebhookEndpoint:
         except Exception:
             current.metrics.count(source.name, "store_unavailable")
             return _STORE_UNAVAILABLE
-        if recorded.status == "replayed":
-            return _reject(current, source.name, 401, "replayed")
         if recorded.status == "duplicate":
             current.metrics.count(source.name, "duplicate")
             return _answer(200, {"id": recorded.id, "duplicate": True})

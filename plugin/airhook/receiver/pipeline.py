@@ -53,7 +53,6 @@ class Accepted:
     event: str
     kind: str | None
     dedupe_key: str
-    signature_digest: str | None
     body: str
 
 
@@ -103,14 +102,9 @@ def check_delivery(
     prepared.allow_list.check(client_ip)
     _check_auth(source, headers)
     message_id: str | None = None
-    signature_digest: str | None = None
     if prepared.scheme is not None:
         verified = prepared.scheme.verify(headers, body, source.verifying_secrets(), now=now)
         message_id = verified.message_id
-        if verified.signature is not None:
-            signature_digest = hashlib.sha256(
-                f"{verified.timestamp}.{verified.signature}".encode()
-            ).hexdigest()
     payload = parse_body(body, max_bytes=len(body))
     facts = prepared.profile.facts(payload)
     if prepared.profile.platform is not None:
@@ -127,6 +121,5 @@ def check_delivery(
         event=facts.name,
         kind=kind,
         dedupe_key=_dedupe_key(message_id or facts.delivery_id, body),
-        signature_digest=signature_digest,
         body=body.decode("utf-8"),
     )

@@ -36,22 +36,24 @@ class NewEvent:
     event: str
     kind: str | None
     dedupe_key: str
-    signature_digest: str | None  # set only for timestamped schemes (see Recorded)
     body: str
     received_at: datetime
+    #: Not recorded any more (the column is written as NULL until a migration drops it); kept
+    #: until then so that callers passing ``signature_digest=None`` still work.
+    signature_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Recorded:
     """What recording a delivery did.
 
-    ``created``: new, recorded under ``id``. ``duplicate``: the same delivery (same platform id or
-    body) was recorded before under ``id``. ``replayed``: the very same signed request (same
-    signature and timestamp) came again: a re-sent capture, not a retry, since an honest retry of
-    a timestamped scheme is signed anew.
+    ``created``: new, recorded under ``id``. ``duplicate``: the same delivery (same dedupe key:
+    platform id, else body) was recorded before under ``id``, whether it was re-signed or is the
+    very same signed request again: either way it is harmless, since nothing runs twice (the
+    signed timestamp's tolerance is what bounds a replay, checked before this).
     """
 
-    status: Literal["created", "duplicate", "replayed"]
+    status: Literal["created", "duplicate"]
     id: str
 
 
@@ -142,7 +144,7 @@ class InboxRepository:
         one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING id``, with ``received_at``
         converted by the column type's own bind processor so that it is stored exactly as Core
         stores it. A second statement runs only when some rows conflicted (duplicates), to read
-        the earlier rows' ids and signature digests.
+        the earlier rows' ids.
         """
         if not events:
             return []
@@ -167,7 +169,6 @@ class InboxRepository:
                         "event": e.event,
                         "kind": e.kind,
                         "dedupe_key": e.dedupe_key,
-                        "signature_digest": e.signature_digest,
                         "body": e.body,
                         "received_at": _utc(e.received_at),
                         "dispatch_attempts": 0,
@@ -179,13 +180,13 @@ class InboxRepository:
             else:
                 head = (
                     "INSERT INTO airhook_inbox (id, source, profile, event, kind, dedupe_key,"
-                    " signature_digest, body, received_at, dispatch_attempts) VALUES "
+                    " body, received_at, dispatch_attempts) VALUES "
                 )
-                values = f"({', '.join([driver.marker] * 9)}, 0)"
+                values = f"({', '.join([driver.marker] * 8)}, 0)"
                 tail = " ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id"
                 cursor = connection.connection.cursor()
                 try:
-                    # 500 rows of 9 values stay below SQLite's and PostgreSQL's parameter limits.
+                    # 500 rows of 8 values stay below SQLite's and PostgreSQL's parameter limits.
                     for chunk_start in range(0, len(unique), 500):
                         chunk = unique[chunk_start : chunk_start + 500]
                         params: list[Any] = []
@@ -197,7 +198,6 @@ class InboxRepository:
                                 e.event,
                                 e.kind,
                                 e.dedupe_key,
-                                e.signature_digest,
                                 e.body,
                                 driver.time(e.received_at),
                             )
@@ -212,32 +212,27 @@ class InboxRepository:
                 # Delivered to listeners at the commit (not before, not if rolled back): the
                 # dispatcher of any process wakes at once instead of at its next poll.
                 connection.exec_driver_sql(f"NOTIFY {NEW_EVENTS_CHANNEL}")
-            earlier: dict[tuple[str, str], tuple[str, str | None]] = {}
+            earlier: dict[tuple[str, str], str] = {}
             missing = [key for key, e in first_of.items() if e.id not in created]
             for chunk_start in range(0, len(missing), 200):
                 chunk = missing[chunk_start : chunk_start + 200]
                 found = connection.execute(
-                    sa.select(
-                        inbox.c.source, inbox.c.dedupe_key, inbox.c.id, inbox.c.signature_digest
-                    ).where(sa.tuple_(inbox.c.source, inbox.c.dedupe_key).in_(chunk))
+                    sa.select(inbox.c.source, inbox.c.dedupe_key, inbox.c.id).where(
+                        sa.tuple_(inbox.c.source, inbox.c.dedupe_key).in_(chunk)
+                    )
                 )
-                for source, key, event_id, digest in found:
-                    earlier[(source, key)] = (event_id, digest)
+                for source, key, event_id in found:
+                    earlier[(source, key)] = event_id
         outcomes = []
         for event in events:
             key = (event.source, event.dedupe_key)
             first = first_of[key]
             if first is event and event.id in created:
                 outcomes.append(Recorded("created", event.id))
-                continue
-            if first.id in created:
-                original_id, original_digest = first.id, first.signature_digest
-            else:
-                original_id, original_digest = earlier[key]
-            replayed = event.signature_digest is not None and event.signature_digest == (
-                original_digest
-            )
-            outcomes.append(Recorded("replayed" if replayed else "duplicate", original_id))
+            else:  # earlier in this batch, or in an earlier one
+                outcomes.append(
+                    Recorded("duplicate", first.id if first.id in created else earlier[key])
+                )
         return outcomes
 
     def get(self, event_id: str) -> InboxEvent | None:
