@@ -104,7 +104,7 @@ for start in range(0, count, 500):
     inbox.record([
         NewEvent(
             id=new_event_id(), source="bench", profile="rkt", event="message.received",
-            kind="message.received", dedupe_key=new_event_id(), signature_digest=None,
+            kind="message.received", dedupe_key=new_event_id(),
             body=body, received_at=datetime.now(timezone.utc),
         )
         for _ in range(start, min(count, start + 500))

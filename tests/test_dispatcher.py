@@ -101,7 +101,7 @@ with create_session() as session:
 def record(source, event, kind, body=None):
     new = NewEvent(
         id=new_event_id(), source=source, profile="rkt", event=event, kind=kind,
-        dedupe_key=new_event_id(), signature_digest=None,
+        dedupe_key=new_event_id(),
         body=json.dumps(body if body is not None else {"event": event, "data": {"n": 1}}),
         received_at=datetime.now(timezone.utc),
     )
@@ -876,7 +876,6 @@ def _new_event(key: str) -> NewEvent:
         event="lead.captured",
         kind="lead.captured",
         dedupe_key=key,
-        signature_digest=None,
         body=json.dumps({"event": "lead.captured"}),
         received_at=datetime.now(timezone.utc),
     )

@@ -50,7 +50,6 @@ def _record(
         event=event,
         kind=event if event.startswith("insight.") else None,
         dedupe_key=new_event_id(),
-        signature_digest=None,
         body=json.dumps(payload),
         received_at=received_at or datetime.now(timezone.utc),
     )

@@ -38,9 +38,6 @@ class NewEvent:
     dedupe_key: str
     body: str
     received_at: datetime
-    #: Not recorded any more (the column is written as NULL until a migration drops it); kept
-    #: until then so that callers passing ``signature_digest=None`` still work.
-    signature_digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,8 +41,6 @@ inbox = sa.Table(
     sa.Column("kind", sa.String(64), nullable=True),
     # The platform's delivery id, else "sha256:<digest of the body>": duplicates collide here.
     sa.Column("dedupe_key", sa.String(200), nullable=False),
-    # Digest of the signature headers, to tell a replayed request from a re-signed retry.
-    sa.Column("signature_digest", sa.String(64), nullable=True),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("dispatch_attempts", sa.Integer, nullable=False, default=0),

@@ -1,4 +1,5 @@
-"""The queue keeper's watches: which DAGs Airflow queued for dispatched events.
+"""The queue keeper's watches (which DAGs Airflow queued for dispatched events); the inbox's
+signature digest goes (a duplicate is a duplicate, the same signed bytes included).
 
 Revision ID: 0004
 Revises: 0003
@@ -25,8 +26,12 @@ def upgrade() -> None:
         sa.Column("until", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_airhook_queue_watch_until", "airhook_queue_watch", ["until"])
+    with op.batch_alter_table("airhook_inbox") as table:
+        table.drop_column("signature_digest")
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("airhook_inbox") as table:
+        table.add_column(sa.Column("signature_digest", sa.String(64), nullable=True))
     op.drop_index("ix_airhook_queue_watch_until", "airhook_queue_watch")
     op.drop_table("airhook_queue_watch")
