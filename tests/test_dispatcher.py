@@ -473,16 +473,16 @@ report["dies_before_marking"] = scenario("dies_before_marking")
 # the next round give up after the lock timeout, with an error it is retried after.
 from airflow import settings
 
-import airhook.dispatcher as dispatcher_module
+import airhook.airflow_internals as internals
 
 if settings.engine.dialect.name == "postgresql":
     waiting_id = record("rkt", "lead.captured", "lead.captured")
     holder = settings.engine.connect()
     holding = holder.begin()
     holder.execute(
-        sa.select(sa.func.pg_advisory_xact_lock(dispatcher_module._DISPATCH_LOCK_KEY))
+        sa.select(sa.func.pg_advisory_xact_lock(internals.DISPATCH_LOCK_KEY))
     )
-    dispatcher_module._LOCK_TIMEOUT_SECONDS = 1
+    internals.LOCK_TIMEOUT_SECONDS = 1
     started = time.monotonic()
     try:
         Dispatcher(store).dispatch_once()

@@ -23,7 +23,6 @@ so they never hear of an event that was rolled back.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import socket
@@ -31,20 +30,17 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from functools import partial
 from typing import Any
 
-import sqlalchemy as sa
-
-from airhook.asset_uris import KIND_SCHEME, SOURCE_SCHEME, uris_for
+from airhook import airflow_internals as airflow
+from airhook.asset_uris import uris_for
 from airhook.requeue import QueueKeeper
-from airhook.store.chunks import chunks
 from airhook.store.engine import Store
 from airhook.store.errors import describe_error
 from airhook.store.inbox import NEW_EVENTS_CHANNEL, InboxEvent, InboxRepository
 from airhook.store.leases import LeaseRepository
 
-__all__ = ["LEASE_NAME", "Dispatcher", "LeaseLostError", "asset_extra", "serialise_dispatch"]
+__all__ = ["LEASE_NAME", "Dispatcher", "LeaseLostError", "asset_extra"]
 
 log = logging.getLogger(__name__)
 
@@ -55,23 +51,14 @@ class LeaseLostError(RuntimeError):
     """Another dispatcher took the lease while this one was writing; its round was undone."""
 
 
-_EVENT_ID_KEY = "airhook_event_id"
-#: How far the clocks of the hosts that receive and dispatch events may disagree.
-_CLOCK_MARGIN = timedelta(hours=1)
-#: How long a round waits for a lock in Airflow's database (PostgreSQL) before it gives up.
-_LOCK_TIMEOUT_SECONDS = 15
 #: The shortest pause between two rounds that wrote to an SQLite metadata DB.
 _SQLITE_YIELD_SECONDS = 0.1
-#: The PostgreSQL advisory lock (transaction-scoped) that serialises dispatch rounds.
-_DISPATCH_LOCK_KEY = int.from_bytes(
-    hashlib.sha256(b"airhook dispatcher").digest()[:8], "big", signed=True
-)
 
 
 def asset_extra(event: InboxEvent, payload_max_bytes: int) -> dict[str, Any]:
     """Return the ``extra`` of the asset events made from ``event``."""
     extra: dict[str, Any] = {
-        _EVENT_ID_KEY: event.id,
+        airflow.EVENT_ID_KEY: event.id,
         "source": event.source,
         "profile": event.profile,
         "event": event.event,
@@ -120,12 +107,6 @@ class Dispatcher:
         self._next_check = 0.0
         #: how long the last round held Airflow's database (its write lock, on SQLite)
         self.last_round_seconds = 0.0
-
-    @property
-    def _airflow_is_sqlite(self) -> bool:
-        from airflow import settings
-
-        return settings.engine is not None and settings.engine.dialect.name == "sqlite"
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -227,7 +208,7 @@ class Dispatcher:
                 log.error("airhook dispatcher round failed (%s); retrying", describe_error(exc))
                 self._stop.wait(1.0)
                 continue
-            if dispatched and self._airflow_is_sqlite:
+            if dispatched and airflow.metadata_is_sqlite():
                 # SQLite has one writer at a time and its busy handler is no queue: a scheduler
                 # or DAG processor waiting to write polls with growing sleeps and can miss the
                 # gaps between back-to-back rounds until its own timeout ("database is locked").
@@ -266,7 +247,8 @@ class Dispatcher:
             transaction is rolled back (:class:`LeaseLostError`). The dispatcher thread passes a
             lease renewal, so that a round that stalled past the lease (while another process took
             over) gives way; should it still reach its commit (it stalled again, or the other
-            dispatcher has gone and the lease is free), the lock of :func:`serialise_dispatch`
+            dispatcher has gone and the lease is free), the lock of
+            :func:`airhook.airflow_internals.dispatch_session`
             makes it skip what the other one dispatched.
         """
         events = self._inbox.undispatched(self._batch_size)
@@ -281,18 +263,12 @@ class Dispatcher:
     def _write_to_airflow(
         self, events: Sequence[InboxEvent], fence: Callable[[], bool] | None = None
     ) -> None:
-        from airflow.models.asset import AssetEvent, AssetModel
-        from airflow.utils.session import create_session
-
-        # Assets are looked up by name, which airhook sets to the URI as written: Airflow
-        # normalises the URI itself (``airhook://rkt`` is stored as ``airhook://rkt/``).
         wanted = {uri for e in events for uri in uris_for(e.source, e.event, e.kind)}
         # Airflow calls its asset listeners inside register_asset_change unless given a sink:
         # collect them and call them once the transaction is committed.
         notifications: list[Callable[[], None]] = []
         started = time.monotonic()
-        with create_session() as session:
-            serialise_dispatch(session)
+        with airflow.dispatch_session() as session:
             # Read under that lock: another dispatcher's round for these events has committed
             # (its asset events are visible now, its marks may be) or has not begun writing.
             states = self._inbox.dispatch_states([e.id for e in events])
@@ -301,13 +277,9 @@ class Dispatcher:
             # another dispatcher meanwhile): Airflow may have them already.
             contested = [e for e in events if e.id not in done and states[e.id][1] > 1]
             if contested:
-                done |= self._already_in_airflow(session, AssetEvent, AssetModel, contested)
-            assets = {
-                model.name: model
-                for model in session.scalars(
-                    sa.select(AssetModel).where(AssetModel.name.in_(wanted))
-                )
-            }
+                received = min(e.received_at for e in contested)
+                done |= airflow.already_dispatched(session, [e.id for e in contested], received)
+            assets = airflow.assets_named(session, wanted)
             # asset id -> the extras of its new asset events, in inbox order
             planned: dict[int, list[dict[str, Any]]] = {}
             ordered: list[tuple[int, dict[str, Any]]] = []  # (asset id, extra), inbox order
@@ -328,11 +300,11 @@ class Dispatcher:
                     ordered.append((model.id, extra))
                     models[model.id] = model
             if planned:
-                _lock_queue(session, set(planned))
+                airflow.lock_queue(session, set(planned))
             since = _stamp_clock()
-            newest = _create_asset_events(session, models, planned, ordered, notifications)
+            newest = airflow.create_asset_events(session, models, planned, ordered, notifications)
             if newest is not None:
-                _advance_queue(session, set(planned), newest)
+                airflow.advance_queue(session, set(planned), newest)
             if fence is not None and not fence():
                 raise LeaseLostError(self.holder)  # leaving the block rolls the session back
             if planned:
@@ -352,193 +324,8 @@ class Dispatcher:
                 len(done),
             )
 
-    @staticmethod
-    def _already_in_airflow(
-        session: Any, asset_event: Any, asset_model: Any, events: Sequence[InboxEvent]
-    ) -> set[str]:
-        """Return the ids among ``events`` that Airflow has asset events for."""
-        # received_at is the receiving host's clock, an asset event's timestamp the
-        # dispatching host's: the margin allows for clocks that disagree.
-        since = min(e.received_at for e in events) - _CLOCK_MARGIN
-        # Only the event id out of each extra (JSON ->> on PostgreSQL, json_extract on SQLite),
-        # compared in the database: an hour of asset events carries an hour of payloads.
-        event_id = asset_event.extra[_EVENT_ID_KEY].as_string()
-        found: set[str] = set()
-        for wanted in chunks([e.id for e in events]):
-            found.update(
-                session.scalars(
-                    sa.select(event_id)
-                    .join(asset_model, asset_event.asset_id == asset_model.id)
-                    .where(
-                        sa.or_(
-                            asset_model.name.startswith(f"{SOURCE_SCHEME}://"),
-                            asset_model.name.startswith(f"{KIND_SCHEME}://"),
-                        ),
-                        asset_event.timestamp >= since,
-                        event_id.in_(wanted),
-                    )
-                )
-            )
-        return found
-
-
-def _create_asset_events(
-    session: Any,
-    models: dict[int, Any],
-    planned: dict[int, list[dict[str, Any]]],
-    ordered: list[tuple[int, dict[str, Any]]],
-    notifications: list[Callable[[], None]],
-) -> datetime | None:
-    """Create the planned asset events in ``session``; return the newest one's timestamp.
-
-    Airflow's ``register_asset_change`` does per event: load the asset with three joined
-    relations, insert and flush the event, find the DAGs to queue and queue them. That is
-    ~1.2 ms of CPU and a dozen statements per event, and each statement hands the GIL to the
-    API server's saturated event loop and waits to get it back. For an asset with several events
-    in a batch, only the last one needs any of that: the earlier ones are inserted together with
-    one statement, and the last one goes through ``register_asset_change``, which queues the
-    DAGs (once per asset per batch, as N calls would have left it), after them, so that it is the
-    newest and the DAG run it queues includes them all. Listeners hear of every event, after
-    the commit, as they would from N calls.
-
-    Each asset's events keep their inbox order (timestamps, ids, listener calls); across assets
-    they are grouped, which no DAG run can tell (each run reads its own assets' events).
-
-    Only with Airflow's own asset manager: a custom ``[core] asset_manager_class`` may do
-    anything per event, so it gets one ``register_asset_change`` call per event, in inbox order.
-    """
-    from airflow.assets.manager import AssetManager, asset_manager
-
-    batched = type(asset_manager) is AssetManager
-    if batched:
-        earlier = [
-            {"asset_id": asset_id, "extra": extra}
-            for asset_id, extras in planned.items()
-            for extra in extras[:-1]
-        ]
-        if earlier:
-            _insert_asset_events(session, earlier, models, notifications)
-        calls = [(asset_id, extras[-1]) for asset_id, extras in planned.items()]
-    else:
-        calls = ordered
-    newest: datetime | None = None
-    for asset_id, extra in calls:
-        asset_event = asset_manager.register_asset_change(
-            asset=models[asset_id], extra=extra, session=session, callback_sink=notifications
-        )
-        if asset_event is not None:
-            stamp = asset_event.timestamp
-            newest = stamp if newest is None or stamp > newest else newest
-    return newest
-
-
-def _insert_asset_events(
-    session: Any,
-    rows: list[dict[str, Any]],
-    models: dict[int, Any],
-    notifications: list[Callable[[], None]],
-) -> None:
-    """Insert asset events with one statement and queue their listener calls."""
-    from airflow._shared.observability.metrics import stats
-    from airflow.assets.manager import AssetManager
-    from airflow.listeners.types import AssetEvent as ListenerAssetEvent
-    from airflow.models.asset import AssetEvent
-
-    # Column defaults (the timestamp) are computed per row, in order.
-    session.execute(sa.insert(AssetEvent), rows)
-    serialized: dict[int, Any] = {}
-    for row in rows:
-        asset_id = row["asset_id"]
-        asset = serialized.get(asset_id)
-        if asset is None:
-            asset = serialized[asset_id] = models[asset_id].to_serialized()
-        notifications.append(partial(AssetManager.notify_asset_changed, asset=asset))
-        emitted = ListenerAssetEvent(
-            asset=asset,
-            extra=row["extra"],
-            source_dag_id=None,
-            source_task_id=None,
-            source_run_id=None,
-            source_map_index=None,
-            source_aliases=[],
-            partition_key=None,
-        )
-        notifications.append(partial(AssetManager.nofity_asset_event_emitted, asset_event=emitted))
-    stats.incr("asset.updates", count=len(rows))
-
-
-def serialise_dispatch(session: Any) -> None:
-    """Let one dispatch round at a time, in any process, past this point of Airflow's transaction.
-
-    Why: the lease keeps one dispatcher active, but a round can stall (a GC pause, a frozen VM)
-    past its lease while another dispatcher takes over, dispatches the same events and goes
-    away; the stalled round would then commit them a second time. Taken before a round reads
-    what was already dispatched and held until its commit, this lock makes each round see every
-    earlier round's asset events. PostgreSQL: an advisory lock for the transaction. SQLite: its
-    write lock, taken by a statement that changes nothing. Other databases (MySQL) rely on the
-    lease alone.
-    """
-    from airflow.models.asset import AssetDagRunQueue
-
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        # A round frozen while it holds the lock must not stall every dispatcher until
-        # PostgreSQL notices its dead connection: waits end with an error, and a retry.
-        session.execute(sa.text(f"SET LOCAL lock_timeout = '{_LOCK_TIMEOUT_SECONDS}s'"))
-        session.execute(sa.select(sa.func.pg_advisory_xact_lock(_DISPATCH_LOCK_KEY)))
-    elif dialect == "sqlite":
-        session.execute(
-            sa.update(AssetDagRunQueue)
-            .where(sa.false())
-            .values(created_at=AssetDagRunQueue.created_at)
-            .execution_options(synchronize_session=False)
-        )
-
-
-def _lock_queue(session: Any, asset_ids: set[int]) -> None:
-    """Lock the DAG-run queue rows of these assets before any of their new events is written.
-
-    Why: on PostgreSQL the scheduler builds an asset-triggered run in one transaction that locks
-    the DAG's queue rows (``FOR UPDATE SKIP LOCKED``), reads the events up to the newest row's
-    ``created_at`` and deletes those rows. Had it locked a row first, Airflow's queueing in
-    ``register_asset_change`` (``INSERT … ON CONFLICT DO NOTHING``) would find the row still there
-    and add none, the scheduler would then delete it, and the new event would wait for some later
-    event of its asset to run its DAG at all. Locking first waits for such a scheduler to finish
-    (its rows are gone, so Airflow inserts new ones), or makes the scheduler skip the rows until
-    this transaction has committed. SQLite ignores ``FOR UPDATE``: it serialises writers.
-    """
-    from airflow.models.asset import AssetDagRunQueue
-
-    session.execute(
-        sa.select(AssetDagRunQueue.asset_id)
-        .where(AssetDagRunQueue.asset_id.in_(asset_ids))
-        .with_for_update()
-    ).all()
-
-
-def _advance_queue(session: Any, asset_ids: set[int], newest: datetime) -> None:
-    """Make the DAG-run queue rows of these assets at least as new as the newest event.
-
-    Why: in Airflow 3.3 a queue row (asset_dag_run_queue) that already exists when another event
-    for its asset arrives keeps its old ``created_at``; the scheduler then builds the run from
-    events up to that ``created_at`` only and deletes the row, so the newer event waits for some
-    later event to be noticed at all (fixed upstream in apache/airflow#62501 and #70972). Moving
-    ``created_at`` forward in the same transaction as the events, never backward, is what those
-    fixes do for PostgreSQL. SQLite serialises this with the scheduler; on PostgreSQL the scheduler
-    skips rows this transaction has locked until it commits.
-    """
-    from airflow.models.asset import AssetDagRunQueue
-
-    session.execute(
-        sa.update(AssetDagRunQueue)
-        .where(AssetDagRunQueue.asset_id.in_(asset_ids), AssetDagRunQueue.created_at < newest)
-        .values(created_at=newest)
-        .execution_options(synchronize_session=False)
-    )
-
 
 def _stamp_clock() -> datetime:
-    """The clock Airflow stamps asset events with (``AssetEvent.timestamp``'s default)."""
-    from airflow.utils import timezone
-
-    return timezone.utcnow()
+    """The clock Airflow stamps asset events with (``AssetEvent.timestamp``'s default is
+    ``timezone.utcnow``: this host's clock, in UTC)."""
+    return datetime.now(timezone.utc)

@@ -40,8 +40,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import sqlalchemy as sa
-
+from airhook import airflow_internals as airflow
 from airhook.store.engine import Store
 from airhook.store.queue_watches import QueueWatch, QueueWatchRepository
 from airhook.store.times import utc_now
@@ -85,15 +84,8 @@ class QueueKeeper:
 
         :param since: read from the clock that stamps asset events, before the first was written.
         """
-        from airflow.models.asset import AssetDagRunQueue
-        from airflow.utils import timezone
-
-        until = timezone.utcnow()  # after the last event: the same clock stamped them
-        queued = session.execute(
-            sa.select(AssetDagRunQueue.asset_id, AssetDagRunQueue.target_dag_id).where(
-                AssetDagRunQueue.asset_id.in_(set(asset_ids))
-            )
-        ).all()
+        until = utc_now()  # after the last event: the clock that stamped them
+        queued = airflow.queued_dags(session, set(asset_ids))
         self._watches.widen(
             [QueueWatch(int(asset_id), str(dag_id), since, until) for asset_id, dag_id in queued]
         )
@@ -119,29 +111,26 @@ class QueueKeeper:
         """Read, without locks, what became of ``watch``'s events."""
         from airflow.utils.session import create_session
 
+        asset, dag = watch.asset_id, watch.dag_id
         with create_session() as session:
-            if not _still_scheduled(session, watch):
+            if not airflow.still_scheduled(session, asset, dag):
                 return Verdict("gone")
-            queued_at = _queued_at(session, watch)  # first: see the module's docstring
-            earliest, newest = _unconsumed(session, watch, after=watch.since)
+            queued_at = airflow.queued_at(session, asset, dag)  # first: see the docstring
+            earliest, newest = airflow.unconsumed(session, asset, dag, watch.since, watch.until)
         return _verdict(queued_at, earliest, newest)
 
     def _requeue(self, watch: QueueWatch) -> Verdict:
         """Queue ``watch``'s DAG again for its orphaned events, if they still are; return what
         was found under the locks (``pending`` once queued)."""
-        from airflow.utils.session import create_session
-
-        from airhook.dispatcher import serialise_dispatch
-
-        with create_session() as session:
-            serialise_dispatch(session)
-            _lock_dag(session, watch.dag_id)
-            queued_at = _queued_at(session, watch)
-            earliest, newest = _unconsumed(session, watch, after=watch.since)
+        asset, dag = watch.asset_id, watch.dag_id
+        with airflow.dispatch_session() as session:
+            airflow.lock_dag(session, dag)
+            queued_at = airflow.queued_at(session, asset, dag)
+            earliest, newest = airflow.unconsumed(session, asset, dag, watch.since, watch.until)
             verdict = _verdict(queued_at, earliest, newest)
             if verdict.state != "orphaned" or newest is None:
                 return verdict
-            last_run = _newest_asset_run(session, watch.dag_id)
+            last_run = airflow.newest_asset_run(session, dag)
             if last_run is not None and newest <= last_run:
                 log.error(
                     "airhook: asset events of asset %d stamped up to %s were consumed by no run "
@@ -153,7 +142,7 @@ class QueueKeeper:
                     last_run.isoformat(),
                 )
                 return Verdict("gone")
-            _queue(session, watch, newest)
+            airflow.queue(session, asset, dag, newest)
         log.info(
             "airhook queued DAG %s again for events of asset %d that no run consumed "
             "(stamped %s to %s; works around apache/airflow#70970)",
@@ -181,110 +170,3 @@ def _verdict(
     if queued_at is not None and queued_at >= newest:
         return Verdict("pending", earliest, newest)
     return Verdict("orphaned", earliest, newest)
-
-
-def _still_scheduled(session: Any, watch: QueueWatch) -> bool:
-    from airflow.models.asset import DagScheduleAssetReference
-
-    return (
-        session.scalar(
-            sa.select(sa.literal(1)).where(
-                DagScheduleAssetReference.asset_id == watch.asset_id,
-                DagScheduleAssetReference.dag_id == watch.dag_id,
-            )
-        )
-        is not None
-    )
-
-
-def _queued_at(session: Any, watch: QueueWatch) -> datetime | None:
-    from airflow.models.asset import AssetDagRunQueue
-
-    value: datetime | None = session.scalar(
-        sa.select(AssetDagRunQueue.created_at).where(
-            AssetDagRunQueue.asset_id == watch.asset_id,
-            AssetDagRunQueue.target_dag_id == watch.dag_id,
-        )
-    )
-    return value
-
-
-def _unconsumed(
-    session: Any, watch: QueueWatch, *, after: datetime
-) -> tuple[datetime | None, datetime | None]:
-    """The earliest and newest stamps of the asset's events in the watch that no run of its DAG
-    consumed (one statement: one snapshot)."""
-    from airflow.models.asset import AssetEvent, association_table
-    from airflow.models.dagrun import DagRun
-
-    consumed = (
-        sa.select(sa.literal(1))
-        .select_from(association_table)
-        .join(DagRun, DagRun.id == association_table.c.dag_run_id)
-        .where(association_table.c.event_id == AssetEvent.id, DagRun.dag_id == watch.dag_id)
-    )
-    row = session.execute(
-        sa.select(sa.func.min(AssetEvent.timestamp), sa.func.max(AssetEvent.timestamp)).where(
-            AssetEvent.asset_id == watch.asset_id,
-            AssetEvent.timestamp >= after,
-            AssetEvent.timestamp <= watch.until,
-            ~consumed.exists(),
-        )
-    ).one()
-    return _aware(row[0]), _aware(row[1])
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    from airflow.utils import timezone
-
-    return None if value is None else timezone.coerce_datetime(value)
-
-
-def _newest_asset_run(session: Any, dag_id: str) -> datetime | None:
-    from airflow.models.dagrun import DagRun
-    from airflow.utils.types import DagRunType
-
-    value = session.scalar(
-        sa.select(sa.func.max(DagRun.run_after)).where(
-            DagRun.dag_id == dag_id, DagRun.run_type == DagRunType.ASSET_TRIGGERED
-        )
-    )
-    return _aware(value)
-
-
-def _lock_dag(session: Any, dag_id: str) -> None:
-    """Hold the DAG's row until commit: the scheduler locks it (``SKIP LOCKED``) before it builds
-    a run, so no run of this DAG is built between the check and the new queue row. SQLite
-    serialises writers: the dispatch lock already excludes the scheduler's writes."""
-    from airflow.models.dag import DagModel
-
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(
-            sa.select(DagModel.dag_id).where(DagModel.dag_id == dag_id).with_for_update()
-        ).all()
-
-
-def _queue(session: Any, watch: QueueWatch, stamp: datetime) -> None:
-    """Queue the DAG for the asset at ``stamp``, or move its queue row forward to it (never back).
-
-    Under the dispatch lock nothing else writes this airhook asset's queue rows.
-    """
-    from airflow.models.asset import AssetDagRunQueue
-
-    row = (AssetDagRunQueue.asset_id == watch.asset_id) & (
-        AssetDagRunQueue.target_dag_id == watch.dag_id
-    )
-    existing = session.scalar(sa.select(AssetDagRunQueue.created_at).where(row))
-    if existing is None:
-        session.execute(
-            sa.insert(AssetDagRunQueue).values(
-                asset_id=watch.asset_id, target_dag_id=watch.dag_id, created_at=stamp
-            )
-        )
-    elif _aware(existing) < stamp:  # type: ignore[operator]
-        session.execute(
-            sa.update(AssetDagRunQueue)
-            .where(row)
-            .values(created_at=stamp)
-            .execution_options(synchronize_session=False)
-        )
