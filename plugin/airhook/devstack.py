@@ -81,6 +81,10 @@ class AirflowStack:
                 "AIRFLOW__CORE__PARALLELISM": "4",
                 "AIRFLOW__CORE__FERNET_KEY": secrets["fernet"],
                 "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                # A task's start request carries every asset event of its run; under webhook
+                # load in the same API server, runs of thousands of events took 10-22 s to
+                # start, past Airflow's 5 s default (docs/receiver.md, "Runs of many events").
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
                 "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
                 "AIRFLOW__API__HOST": "127.0.0.1",
