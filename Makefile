@@ -1,4 +1,6 @@
 # airhook: the two commands are `make demo` and `make test`; both start from nothing.
+# devstack/ (the local Airflow the demo, tests and benchmarks run) is imported from the checkout:
+# it is not part of the package.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -26,19 +28,19 @@ test: $(STAMP)
 	$(PY) -m pytest
 
 demo: $(STAMP)
-	$(PY) -m airhook.demo --home .demo --dags dags
+	$(PY) -m devstack.demo --home .demo --dags dags
 
 bench: $(STAMP)
-	$(PY) bench/core.py
+	PYTHONPATH=. $(PY) bench/core.py
 
 bench-receiver: $(STAMP)
-	$(PY) bench/receiver.py
+	PYTHONPATH=. $(PY) bench/receiver.py
 
 bench-outbound: $(STAMP)
-	$(PY) bench/outbound.py
+	PYTHONPATH=. $(PY) bench/outbound.py
 
 bench-dispatch: $(STAMP)
-	$(PY) bench/dispatch.py
+	PYTHONPATH=. $(PY) bench/dispatch.py
 
 constraints: $(STAMP)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new

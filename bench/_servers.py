@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from airhook.devstack import free_port
+from devstack import free_port
 
 __all__ = ["served", "uvicorn_app"]
 

@@ -43,10 +43,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from airhook.catalog import Catalog, EventType, load_catalog
-from airhook.payload import parse_body
-from airhook.secrets import SecretPair
-from airhook.signing import SigningScheme, get_scheme
+from airhook.core.catalog import Catalog, EventType, load_catalog
+from airhook.core.payload import parse_body
+from airhook.core.secrets import SecretPair
+from airhook.core.signing import SigningScheme, get_scheme
 
 #: Size of the JSON body every case is padded to, in bytes.
 BODY_SIZE = 1024

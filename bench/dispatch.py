@@ -80,7 +80,7 @@ from airflow.models.asset import AssetEvent
 from airflow.utils.session import create_session
 
 from airhook.dispatcher import Dispatcher
-from airhook.ids import new_event_id
+from airhook.core.ids import new_event_id
 from airhook.store import Store
 from airhook.store.inbox import InboxRepository, NewEvent
 from airhook.store.migrate import upgrade

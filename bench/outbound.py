@@ -38,7 +38,7 @@ What is measured, in one run, against one receiver:
    reported). ``requests.Session``, sequential, on the first ``--requests-count`` (2,000)
    bodies, is printed for context only.
 3. **task per event**: what a user gets with one Airflow task per event. A separate Airflow
-   (:class:`airhook.devstack.AirflowStack`: its own ``AIRFLOW_HOME``, SQLite, ``airflow db
+   (:class:`devstack.AirflowStack`: its own ``AIRFLOW_HOME``, SQLite, ``airflow db
    migrate`` first, every process on 127.0.0.1) runs a DAG whose ``WebhookOperator`` is mapped
    over ``--tasks`` (20) of the same events, with the same template and the same signing (an
    ``airhook_webhook`` connection, ``standard``, two secrets), twice:
@@ -91,14 +91,14 @@ import requests
 from _servers import uvicorn_app
 from cryptography.fernet import Fernet
 
-from airhook.catalog import load_catalog
-from airhook.devstack import AirflowStack
+from airhook.core.catalog import load_catalog
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.ssrf import DestinationPolicy
+from airhook.core.subscription import Subscription
 from airhook.fanout import DEFAULT_CONCURRENCY, DeliveryEngine, Event
-from airhook.secrets import Secret, SecretPair
-from airhook.ssrf import DestinationPolicy
 from airhook.store import Store
 from airhook.store.migrate import upgrade
-from airhook.subscription import Subscription
+from devstack import AirflowStack
 
 #: Events published by airhook and sent by the plain aiohttp loop.
 EVENTS = 10_000

@@ -11,7 +11,7 @@ What is measured, in one run (in this order: 4 for both airhook targets, then 2,
 2 again, with 3 after each airhook run):
 
 1. **airhook** at two targets that share one local Airflow 3
-   (:class:`airhook.devstack.AirflowStack`, every process on 127.0.0.1, SQLite for Airflow and
+   (:class:`devstack.AirflowStack`, every process on 127.0.0.1, SQLite for Airflow and
    for the airhook store) and two sources with the ``rkt`` profile and the same secret: ``bench``,
    which a DAG is scheduled on (``airhook.on("bench", "message.received")``), and
    ``bench-nodag``, which no DAG listens to (the dispatcher only marks its events dispatched;
@@ -99,10 +99,10 @@ from _servers import served, uvicorn_app
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
-from airhook.catalog import load_catalog
-from airhook.devstack import AirflowStack, free_port
+from airhook.core.catalog import load_catalog
 from airhook.store.tables import inbox as inbox_table
 from airhook.store.times import aware
+from devstack import AirflowStack, free_port
 
 #: wrk's concurrency: connections and threads.
 CONNECTIONS = 32

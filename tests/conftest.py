@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from cryptography.fernet import Fernet
 
-from airhook.devstack import free_port
 from airhook.store import Store
 from airhook.store.migrate import upgrade
+from devstack import free_port
 
 
 def _as_postgres(args: list[str]) -> list[str]:

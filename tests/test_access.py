@@ -1,4 +1,4 @@
-"""airhook.access: bearer tokens, basic auth and the IP allow-list."""
+"""airhook.core.access: bearer tokens, basic auth and the IP allow-list."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import base64
 
 import pytest
 
-from airhook.access import BasicCredentials, IpAllowList, check_basic, check_bearer
-from airhook.errors import AddressNotAllowedError, AuthenticationError, VerificationError
-from airhook.secrets import Secret
+from airhook.core.access import BasicCredentials, IpAllowList, check_basic, check_bearer
+from airhook.core.errors import AddressNotAllowedError, AuthenticationError, VerificationError
+from airhook.core.secrets import Secret
 
 TOKENS = [Secret("tok-primary"), Secret("tok-secondary")]
 CREDS = [BasicCredentials("eev", Secret("pa:ss")), BasicCredentials("ops", Secret("x"))]

@@ -7,8 +7,8 @@ from airflow.sdk import Asset
 from airflow.sdk.definitions.asset import AssetAny
 
 import airhook
-from airhook.asset_uris import event_uri, kind_uri, source_uri, uris_for
-from airhook.catalog import CANONICAL_KINDS
+from airhook.core.asset_uris import event_uri, kind_uri, source_uri, uris_for
+from airhook.core.catalog import CANONICAL_KINDS
 
 
 def _names(condition: Asset | AssetAny) -> list[str]:

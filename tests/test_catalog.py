@@ -1,4 +1,4 @@
-"""airhook.catalog: every documented event has a schema and a sample, and both validators agree."""
+"""airhook.core.catalog: every documented event has a schema and a sample; both validators agree."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from airhook.catalog import CANONICAL_KINDS, EventPattern, load_catalog, matches
-from airhook.errors import PayloadValidationError, UnknownEventError
+from airhook.core.catalog import CANONICAL_KINDS, EventPattern, load_catalog, matches
+from airhook.core.errors import PayloadValidationError, UnknownEventError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "schemas"

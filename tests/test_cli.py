@@ -20,9 +20,9 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
-from airhook.access import BasicCredentials
-from airhook.secrets import Secret, SecretPair
-from airhook.source import Source
+from airhook.core.access import BasicCredentials
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.source import Source
 from airhook.store import Store
 from airhook.store.migrate import current_revision, head_revision
 from airhook.store.sources import SourceNotFoundError, SourceRepository

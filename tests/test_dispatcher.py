@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from airhook.core.ids import new_event_id
 from airhook.dispatcher import LEASE_NAME, Dispatcher, asset_extra
-from airhook.ids import new_event_id
 from airhook.store import Store
 from airhook.store.inbox import InboxEvent, InboxRepository, NewEvent
 from airhook.store.leases import LeaseRepository
@@ -69,7 +69,7 @@ from airflow.models.dag import DagModel
 from airflow.utils.session import create_session
 
 from airhook.dispatcher import Dispatcher, LeaseLostError
-from airhook.ids import new_event_id
+from airhook.core.ids import new_event_id
 from airhook.store import Store
 from airhook.store.inbox import InboxRepository, NewEvent
 from airhook.store.migrate import upgrade

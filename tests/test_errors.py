@@ -1,11 +1,11 @@
-"""airhook.errors: one tree, structured fields, no secrets in messages."""
+"""airhook.core.errors: one tree, structured fields, no secrets in messages."""
 
 from __future__ import annotations
 
 import inspect
 
-import airhook.errors as errors
-from airhook.errors import (
+import airhook.core.errors as errors
+from airhook.core.errors import (
     AddressNotAllowedError,
     AirhookError,
     DeliveryError,

@@ -28,18 +28,18 @@ import sqlalchemy as sa
 import standardwebhooks
 from cryptography.fernet import Fernet
 
-from airhook.errors import PayloadValidationError, UnknownEventError
+from airhook.core.delivery_rules import message_id
+from airhook.core.errors import PayloadValidationError, UnknownEventError
+from airhook.core.redaction import WITHHELD
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.ssrf import DestinationPolicy
+from airhook.core.subscription import Subscription
 from airhook.fanout import DeliveryEngine, Event
-from airhook.outbound import message_id
-from airhook.redaction import WITHHELD
-from airhook.secrets import Secret, SecretPair
-from airhook.ssrf import DestinationPolicy
 from airhook.store import Store
 from airhook.store.migrate import upgrade
 from airhook.store.outbox import NewDelivery, OutboxRepository
 from airhook.store.subscriptions import SubscriptionRepository
 from airhook.store.tables import attempts, deliveries, subscriptions
-from airhook.subscription import Subscription
 
 FAST = (0.0, 0.05, 0.1)  # three attempts, milliseconds apart
 PRIMARY = "whsec_" + base64.b64encode(b"primary-signing-key-0123456789ab").decode()
@@ -266,7 +266,7 @@ def test_fans_out_to_every_matching_active_subscription_and_no_other(
 def test_chatbot_filter_takes_the_id_from_the_platform_payload(
     sqlite_store: Store, cipher: Fernet, receiver: Receiver
 ) -> None:
-    from airhook.catalog import load_catalog
+    from airhook.core.catalog import load_catalog
 
     repo = SubscriptionRepository(sqlite_store, cipher)
     repo.create(subscription("bot-one", receiver.url("/one"), chatbot_ids=("bot-1",)))
@@ -1015,7 +1015,7 @@ def test_body_template_renders_each_delivery_body(
 def test_broken_body_template_fails_the_publication_before_anything_is_sent(
     sqlite_store: Store, cipher: Fernet, receiver: Receiver
 ) -> None:
-    from airhook.errors import TemplateRenderError
+    from airhook.core.errors import TemplateRenderError
 
     repo = SubscriptionRepository(sqlite_store, cipher)
     repo.create(subscription("fine", receiver.url("/fine")))

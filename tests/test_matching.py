@@ -1,4 +1,4 @@
-"""airhook.matching: payload conditions as sensors write them, templated values included."""
+"""airhook.core.matching: payload conditions as sensors write them, templated values included."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from airhook.matching import MISSING, payload_matches, value_at
+from airhook.core.matching import MISSING, payload_matches, value_at
 
 PAYLOAD: dict[str, Any] = {
     "event": "insight.summary",

@@ -60,7 +60,7 @@ PROBE = textwrap.dedent(
 
 
     import airhook
-    from airhook.catalog import load_catalog
+    from airhook.core.catalog import load_catalog
 
     catalog = load_catalog()
     count = 0

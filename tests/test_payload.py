@@ -1,4 +1,4 @@
-"""airhook.payload: strict JSON objects within size and nesting limits."""
+"""airhook.core.payload: strict JSON objects within size and nesting limits."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airhook.errors import PayloadParseError
-from airhook.payload import DEFAULT_MAX_DEPTH, parse_body
+from airhook.core.errors import PayloadParseError
+from airhook.core.payload import DEFAULT_MAX_DEPTH, parse_body
 
 
 def _reason(body: bytes, **limits: int) -> str:

@@ -24,13 +24,6 @@ from airhook.provider_info import get_provider_info
 DIST = "airflow-provider-airhook"
 PROVIDER_ENTRY_POINT = "airhook.provider_info:get_provider_info"
 PLUGIN_ENTRY_POINT = "airhook.plugin:AirhookPlugin"
-PURE_CORE = (
-    "airhook.signing",
-    "airhook.secrets",
-    "airhook.access",
-    "airhook.catalog",
-    "airhook.errors",
-)
 
 
 def _airflow_schema() -> dict[str, Any]:
@@ -161,34 +154,3 @@ def test_airflow_providers_list_shows_airhook(tmp_path: Path) -> None:
     ours = [p for p in providers if p["package_name"] == DIST]
     assert len(ours) == 1, providers
     assert ours[0]["version"] == airhook.__version__
-
-
-# --- the pure core stays free of Airflow ---------------------------------------------------------
-
-
-# Imports the modules named in argv, then reports which of them loaded and every airflow module.
-_IMPORTS_SNIPPET = """
-import importlib, json, sys
-
-names = sys.argv[1:]
-for name in names:
-    importlib.import_module(name)
-airflow = [m for m in sys.modules if m == "airflow" or m.startswith("airflow.")]
-print(json.dumps({"imported": [m for m in names if m in sys.modules], "airflow": sorted(airflow)}))
-"""
-
-
-def _airflow_modules_after_importing(modules: tuple[str, ...], home: Path) -> dict[str, list[str]]:
-    return _last_json_line(_run(["-c", _IMPORTS_SNIPPET, *modules], home).stdout)
-
-
-def test_pure_core_does_not_import_airflow(tmp_path: Path) -> None:
-    result = _airflow_modules_after_importing(PURE_CORE, tmp_path)
-    assert result["imported"] == list(PURE_CORE)
-    assert result["airflow"] == []
-
-
-def test_plugin_module_does_import_airflow(tmp_path: Path) -> None:
-    # The control for the test above: the check does see Airflow when it is imported.
-    result = _airflow_modules_after_importing(("airhook.plugin",), tmp_path)
-    assert "airflow" in result["airflow"]

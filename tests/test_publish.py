@@ -18,8 +18,11 @@ import standardwebhooks
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from cryptography.fernet import Fernet
 
-from airhook.catalog import load_catalog
-from airhook.errors import PayloadError, PayloadValidationError
+from airhook.core.catalog import load_catalog
+from airhook.core.delivery_rules import message_id
+from airhook.core.errors import PayloadError, PayloadValidationError
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.subscription import Subscription
 from airhook.fanout import DeliveryEngine
 from airhook.operators import publish as publish_module
 from airhook.operators.publish import (
@@ -28,13 +31,10 @@ from airhook.operators.publish import (
     publication_id,
     publish_events,
 )
-from airhook.outbound import message_id
-from airhook.secrets import Secret, SecretPair
 from airhook.store import Store
 from airhook.store.migrate import upgrade
 from airhook.store.subscriptions import SubscriptionRepository
 from airhook.store.tables import deliveries
-from airhook.subscription import Subscription
 from airhook.triggers.delay import WebhookDelayTrigger
 from tests.airflow_run import run_in_fresh_airflow
 from tests.test_fanout import PRIMARY, Receiver, always, fail_first, make_engine

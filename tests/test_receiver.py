@@ -47,8 +47,10 @@ from cryptography.fernet import Fernet
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from airhook.access import BasicCredentials
-from airhook.catalog import load_catalog
+from airhook.core.access import BasicCredentials
+from airhook.core.catalog import load_catalog
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.source import Source
 from airhook.receiver.app import (
     STANDALONE_PREFIX,
     ReceiverRuntime,
@@ -57,8 +59,6 @@ from airhook.receiver.app import (
 )
 from airhook.receiver.source_cache import SourceCache
 from airhook.receiver.writer import GroupCommitWriter
-from airhook.secrets import Secret, SecretPair
-from airhook.source import Source
 from airhook.store import Store
 from airhook.store.inbox import InboxEvent, InboxRepository
 from airhook.store.sources import SourceRepository
@@ -1240,7 +1240,7 @@ def test_store_failure_answers_503_with_retry_after_then_recovers(
 def test_a_row_the_store_refuses_fails_alone_not_its_batch(store: Store) -> None:
     """The writer commits queued deliveries together; should the database refuse one row, the
     others of the batch are still recorded and only that one's request gets the error."""
-    from airhook.ids import new_event_id
+    from airhook.core.ids import new_event_id
     from airhook.store.inbox import NewEvent
 
     inbox = InboxRepository(store)

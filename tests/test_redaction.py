@@ -1,4 +1,4 @@
-"""Blanking the request's secrets in what a receiver answers (airhook.redaction)."""
+"""Blanking the request's secrets in what a receiver answers (airhook.core.redaction)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from urllib.parse import quote
 
 import pytest
 
-from airhook.redaction import WITHHELD, redact, sensitive_forms
+from airhook.core.redaction import WITHHELD, redact, sensitive_forms
 
 SECRET = "whsec_ab+cd/ef=="
 TOKEN = "tok-bearer-12345"

@@ -1,4 +1,4 @@
-"""airhook.secrets: generation, a value that never shows itself, CCAI-style rotation."""
+"""airhook.core.secrets: generation, a value that never shows itself, CCAI-style rotation."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pickle
 
 import pytest
 
-from airhook.secrets import Secret, SecretPair, generate_secret
-from airhook.signing import CcaiScheme, StandardScheme
+from airhook.core.secrets import Secret, SecretPair, generate_secret
+from airhook.core.signing import CcaiScheme, StandardScheme
 
 NOW = 1_774_539_000
 BODY = b'{"event_type":"chat.created"}'

@@ -15,7 +15,7 @@ import pytest
 from airflow.sdk.exceptions import AirflowSensorTimeout, AirflowSkipException, TaskDeferred
 from airflow.triggers.base import TriggerEvent
 
-from airhook.ids import new_event_id
+from airhook.core.ids import new_event_id
 from airhook.sensors.event import WebhookEventSensor
 from airhook.store import Store, get_store
 from airhook.store.inbox import InboxRepository, NewEvent

@@ -1,4 +1,4 @@
-"""airhook.signing: every scheme, cross-checked with independent code, malformed input, rotation."""
+"""airhook.core.signing: every scheme, cross-checked independently, malformed input, rotation."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ import svix.webhooks
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from airhook.errors import SignatureError
-from airhook.secrets import Secret, SecretPair, generate_secret
-from airhook.signing import (
+from airhook.core.errors import SignatureError
+from airhook.core.secrets import Secret, SecretPair, generate_secret
+from airhook.core.signing import (
     DEFAULT_TOLERANCE_SECONDS,
     CcaiScheme,
     HmacScheme,

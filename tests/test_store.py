@@ -20,10 +20,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from cryptography.fernet import Fernet, InvalidToken
 
-from airhook.access import BasicCredentials
-from airhook.ids import new_event_id
-from airhook.secrets import Secret, SecretPair
-from airhook.source import Source
+from airhook.core.access import BasicCredentials
+from airhook.core.ids import new_event_id
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.source import Source
 from airhook.store import Store
 from airhook.store.inbox import InboxRepository, NewEvent
 from airhook.store.leases import LeaseRepository
@@ -345,7 +345,7 @@ def test_record_of_nothing_returns_nothing(inbox: InboxRepository) -> None:
 _RACE_SCRIPT = """
 import json, sys
 from datetime import datetime, timezone
-from airhook.ids import new_event_id
+from airhook.core.ids import new_event_id
 from airhook.store import Store
 from airhook.store.inbox import InboxRepository, NewEvent
 

@@ -25,9 +25,10 @@ import sqlalchemy as sa
 import standardwebhooks
 from cryptography.fernet import Fernet, InvalidToken
 
+from airhook.core.delivery_rules import DEFAULT_SCHEDULE
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.subscription import Subscription
 from airhook.fanout import Event
-from airhook.outbound import DEFAULT_SCHEDULE
-from airhook.secrets import Secret, SecretPair
 from airhook.store import Store
 from airhook.store.migrate import upgrade
 from airhook.store.outbox import OutboxRepository
@@ -37,7 +38,6 @@ from airhook.store.subscriptions import (
     SubscriptionRepository,
 )
 from airhook.store.tables import attempts, deliveries, subscriptions
-from airhook.subscription import Subscription
 from tests.test_fanout import PRIMARY, SECONDARY, Receiver, always, fail_first, make_engine
 
 URL = "https://hooks.example.com/services/T0/B0/url-path-secret"
@@ -710,7 +710,7 @@ def test_cli_delete_disable_enable(
 def test_cli_test_sends_the_catalog_sample_signed(
     results: dict[str, subprocess.CompletedProcess[str]], setup: Setup
 ) -> None:
-    from airhook.catalog import load_catalog
+    from airhook.core.catalog import load_catalog
 
     outcome = _ok(results["test"])
     assert (outcome["outcome"], outcome["status_code"]) == ("delivered", 200)

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 from jinja2.exceptions import SecurityError, TemplateSyntaxError, UndefinedError
 
-from airhook.catalog import EventType, load_catalog
-from airhook.errors import TemplateRenderError
-from airhook.templates import (
+from airhook.core.catalog import EventType, load_catalog
+from airhook.core.errors import TemplateRenderError
+from airhook.core.rendering import (
     TemplateRenderer,
     is_template_name,
     renderer_for,
@@ -813,7 +813,7 @@ def test_reading_the_shipped_files_does_not_import_jinja() -> None:
 
 def test_rendering_imports_nothing_from_airflow() -> None:
     code = (
-        "import sys\nfrom airhook.templates import TemplateRenderer, template_context\n"
+        "import sys\nfrom airhook.core.rendering import TemplateRenderer, template_context\n"
         "TemplateRenderer().render_json('slack.json.j2', template_context(event_name='e'))\n"
         "print(sorted(m for m in sys.modules if m == 'airflow' or m.startswith('airflow.')))\n"
     )

@@ -37,12 +37,12 @@ from pytest_httpserver import HTTPServer
 from urllib3.exceptions import InsecureRequestWarning
 from werkzeug import Request, Response
 
-from airhook.errors import DeliveryError
+from airhook.core.delivery_rules import Outcome, RetryPolicy
+from airhook.core.errors import DeliveryError
+from airhook.core.redaction import WITHHELD
+from airhook.core.secrets import generate_secret
+from airhook.core.ssrf import DestinationNotAllowedError
 from airhook.hooks.webhook import DEFAULT_RETRY_POLICY, WebhookHook
-from airhook.outbound import Outcome, RetryPolicy
-from airhook.redaction import WITHHELD
-from airhook.secrets import generate_secret
-from airhook.ssrf import DestinationNotAllowedError
 
 BODY = b'{"event":"lead.captured","data":{"email":"ana@example.com"}}'
 PRIMARY = generate_secret().reveal()
@@ -693,7 +693,7 @@ def _resolving(monkeypatch: pytest.MonkeyPatch, *answers: str | list[str]) -> li
     """Give every hook a destination policy (the configured allow list) whose resolver answers
     ``answers`` in turn, the last one from then on; return the names it was asked for."""
     from airhook.config import get_str
-    from airhook.ssrf import DestinationPolicy
+    from airhook.core.ssrf import DestinationPolicy
 
     asked: list[str] = []
 

@@ -23,11 +23,11 @@ from airflow.sdk import DAG, ExceptionRetryPolicy
 from airflow.sdk.definitions.retry_policy import RetryAction, RetryRule
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from airhook.catalog import load_catalog
-from airhook.errors import DeliveryError, PayloadValidationError, TemplateRenderError
+from airhook.core.catalog import load_catalog
+from airhook.core.delivery_rules import RetryPolicy, message_id
+from airhook.core.errors import DeliveryError, PayloadValidationError, TemplateRenderError
+from airhook.core.ssrf import DestinationNotAllowedError
 from airhook.operators.webhook import WebhookOperator
-from airhook.outbound import RetryPolicy, message_id
-from airhook.ssrf import DestinationNotAllowedError
 from airhook.triggers.delay import WebhookDelayTrigger
 from tests.airflow_run import run_in_fresh_airflow
 from tests.test_webhook_hook import PRIMARY, Reply, ScriptedServer, connection
@@ -606,7 +606,7 @@ from datetime import datetime, timezone
 from airflow.sdk import DAG, task
 
 from airhook.operators.webhook import WebhookOperator
-from airhook.outbound import RetryPolicy
+from airhook.core.delivery_rules import RetryPolicy
 
 with DAG(
     "airhook_send_test",

@@ -1,8 +1,7 @@
 """airhook: webhooks for Apache Airflow 3.
 
 The package root imports nothing heavy and nothing from Airflow: the pure core
-(``airhook.signing``, ``airhook.secrets``, ``airhook.access``, ``airhook.catalog``,
-``airhook.errors``) is imported where it is used. ``airhook.on`` and ``airhook.on_kind`` (which
+(``airhook.core``) is imported where it is used. ``airhook.on`` and ``airhook.on_kind`` (which
 build Airflow assets) are loaded on first use.
 """
 

@@ -33,7 +33,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from airhook.asset_uris import KIND_SCHEME, SOURCE_SCHEME
+from airhook.core.asset_uris import KIND_SCHEME, SOURCE_SCHEME
 from airhook.store.chunks import chunks
 from airhook.store.times import aware
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from airflow.sdk import Asset
 from airflow.sdk.definitions.asset import AssetAny
 
-from airhook.asset_uris import event_uri, kind_uri, source_uri
-from airhook.catalog import CANONICAL_KINDS, load_catalog, matches
+from airhook.core.asset_uris import event_uri, kind_uri, source_uri
+from airhook.core.catalog import CANONICAL_KINDS, load_catalog, matches
 
 __all__ = ["event_asset", "kind_asset", "on", "on_kind", "source_asset"]
 

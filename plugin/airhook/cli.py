@@ -14,11 +14,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from airhook.access import BasicCredentials
-from airhook.catalog import load_catalog, matches
-from airhook.profiles import PROFILES
-from airhook.secrets import Secret, SecretPair, generate_secret
-from airhook.source import Source
+from airhook.core.access import BasicCredentials
+from airhook.core.catalog import load_catalog, matches
+from airhook.core.profiles import PROFILES
+from airhook.core.secrets import Secret, SecretPair, generate_secret
+from airhook.core.source import Source
 
 __all__ = ["CommandError", "main"]
 
@@ -227,7 +227,7 @@ def _engine() -> Any:
 
 def _describe_subscription(subscription: Any) -> dict[str, Any]:
     """What ``list`` and ``show`` print: no secret, no URL path (it can be a credential)."""
-    from airhook.templates import is_template_name
+    from airhook.core.rendering import is_template_name
 
     template = subscription.body_template
     if template is not None and not is_template_name(template):
@@ -291,7 +291,7 @@ def _when(text: str | None) -> Any:
 
 
 def _cmd_subscriptions_create(args: argparse.Namespace) -> None:
-    from airhook.subscription import Subscription
+    from airhook.core.subscription import Subscription
 
     engine = _engine()
     url = args.url if args.url else _read_text(args.url_file, "URL").strip()
@@ -706,7 +706,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("airhook: %(levelname)s %(message)s"))
         engine_log.addHandler(handler)
     engine_log.propagate = False
-    from airhook.errors import AirhookError
+    from airhook.core.errors import AirhookError
 
     try:
         code = args.func(args)

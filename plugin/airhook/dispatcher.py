@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airhook import airflow_internals as airflow
-from airhook.asset_uris import uris_for
+from airhook.core.asset_uris import uris_for
 from airhook.requeue import QueueKeeper
 from airhook.store.engine import Store
 from airhook.store.errors import describe_error

@@ -46,11 +46,18 @@ from urllib.parse import urlsplit
 import orjson
 
 from airhook import __version__
-from airhook.catalog import Catalog, load_catalog
-from airhook.errors import DeliveryError, PayloadError
-from airhook.outbound import Outcome, RetryPolicy, classify, message_id, parse_retry_after
-from airhook.redaction import redact, sensitive_forms
-from airhook.ssrf import DestinationNotAllowedError, DestinationPolicy
+from airhook.core.catalog import Catalog, load_catalog
+from airhook.core.delivery_rules import (
+    Outcome,
+    RetryPolicy,
+    classify,
+    message_id,
+    parse_retry_after,
+)
+from airhook.core.errors import DeliveryError, PayloadError
+from airhook.core.redaction import redact, sensitive_forms
+from airhook.core.ssrf import DestinationNotAllowedError, DestinationPolicy
+from airhook.core.subscription import Subscription
 from airhook.store.outbox import (
     FINAL_FAILURES,
     Attempt,
@@ -60,13 +67,12 @@ from airhook.store.outbox import (
     Settled,
 )
 from airhook.store.subscriptions import SubscriptionRepository
-from airhook.subscription import Subscription
 
 if TYPE_CHECKING:
     import aiohttp
 
-    from airhook.secrets import Secret
-    from airhook.signing import SigningScheme
+    from airhook.core.secrets import Secret
+    from airhook.core.signing import SigningScheme
     from airhook.store.engine import Store
     from airhook.store.sources import Cipher
 
@@ -340,7 +346,7 @@ def _run(factory: Callable[[], Awaitable[T]]) -> T:
 @functools.cache
 def _template_functions() -> tuple[Callable[..., Any], Callable[..., Any]]:
     """``renderer_for`` and ``template_context``, imported once (not once per body)."""
-    from airhook.templates._render import renderer_for, template_context
+    from airhook.core.rendering import renderer_for, template_context
 
     return renderer_for, template_context
 
@@ -512,8 +518,8 @@ class DeliveryEngine:
     ) -> list[NewDelivery]:
         """Validate every event, match subscriptions, render bodies; store and send nothing.
 
-        Raises :class:`~airhook.errors.PayloadError` for an invalid event and
-        :class:`~airhook.errors.TemplateRenderError` for a body template that fails, before any
+        Raises :class:`~airhook.core.errors.PayloadError` for an invalid event and
+        :class:`~airhook.core.errors.TemplateRenderError` for a body template that fails, before any
         delivery exists.
         """
         chatbots = [self._validate(event) for event in events]

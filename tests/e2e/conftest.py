@@ -13,7 +13,7 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from airhook.devstack import AirflowStack
+from devstack import AirflowStack
 from tests.e2e import senders
 
 REPO = Path(__file__).resolve().parents[2]

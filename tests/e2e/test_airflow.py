@@ -12,8 +12,8 @@ from typing import Any
 
 import requests
 
-from airhook.catalog import load_catalog
-from airhook.devstack import AirflowStack
+from airhook.core.catalog import load_catalog
+from devstack import AirflowStack
 from tests.e2e import senders
 from tests.e2e.conftest import (
     asset_events,

@@ -48,8 +48,8 @@ import aiohttp
 import pytest
 import sqlalchemy as sa
 
-from airhook.catalog import load_catalog
-from airhook.devstack import COMPONENTS, AirflowStack
+from airhook.core.catalog import load_catalog
+from devstack import COMPONENTS, AirflowStack
 from tests.conftest import create_postgres_database
 from tests.e2e import senders
 from tests.e2e.conftest import E2E_DAGS, wait_for

@@ -14,7 +14,7 @@ def test_demo_sends_every_sample_and_every_dag_run_succeeds(tmp_path: Path) -> N
         [
             sys.executable,
             "-m",
-            "airhook.demo",
+            "devstack.demo",
             "--exit",
             "--home",
             str(tmp_path / "demo"),

@@ -16,8 +16,8 @@ import pytest
 import requests
 import sqlalchemy as sa
 
-from airhook.catalog import load_catalog
-from airhook.devstack import AirflowStack, free_port
+from airhook.core.catalog import load_catalog
+from devstack import AirflowStack, free_port
 from tests.conftest import create_postgres_database
 from tests.e2e import senders
 from tests.e2e.conftest import asset_events, create_sources, make_dags_folder, unique, wait_for

@@ -11,8 +11,8 @@ from typing import Any
 
 from airflow.sdk import BaseHook
 
-from airhook.catalog import matches
-from airhook.matching import payload_matches
+from airhook.core.catalog import matches
+from airhook.core.matching import payload_matches
 from airhook.store import get_store
 from airhook.store.inbox import InboxEvent, InboxRepository
 

@@ -23,7 +23,7 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from urllib3.util import connection
 
-from airhook.ssrf import DestinationPolicy
+from airhook.core.ssrf import DestinationPolicy
 
 __all__ = ["PinnedAdapter"]
 

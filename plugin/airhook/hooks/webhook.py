@@ -5,9 +5,9 @@ trusts us (a signing scheme, a bearer token or basic auth), TLS, timeouts, the p
 the destination check that keeps calls away from private networks, and what one attempt's result
 means for the next (:meth:`WebhookHook.attempt`). Operators only build the hook and call it.
 
-Secrets stay inside: they are held as :class:`~airhook.secrets.Secret`, registered with Airflow's
-log masker, scrubbed from anything the receiver echoes back, and never part of a log line, an
-exception or a :class:`DeliveryResult`.
+Secrets stay inside: they are held as :class:`~airhook.core.secrets.Secret`, registered with
+Airflow's log masker, scrubbed from anything the receiver echoes back, and never part of a log
+line, an exception or a :class:`DeliveryResult`.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from airhook import __version__
-from airhook.errors import DeliveryError
-from airhook.outbound import Outcome, RetryPolicy, classify, parse_retry_after
-from airhook.redaction import redact, sensitive_forms
-from airhook.secrets import Secret
-from airhook.signing import get_scheme
-from airhook.ssrf import DestinationNotAllowedError, DestinationPolicy, redact_url
+from airhook.core.delivery_rules import Outcome, RetryPolicy, classify, parse_retry_after
+from airhook.core.errors import DeliveryError
+from airhook.core.redaction import redact, sensitive_forms
+from airhook.core.secrets import Secret
+from airhook.core.signing import get_scheme
+from airhook.core.ssrf import DestinationNotAllowedError, DestinationPolicy, redact_url
 
 if TYPE_CHECKING:
     import requests
 
-    from airhook.signing import SigningScheme
+    from airhook.core.signing import SigningScheme
 
 __all__ = [
     "ALLOWED_METHODS",
@@ -467,7 +467,7 @@ class WebhookHook(BaseHook):
     ) -> DeliveryResult:
         """Send one signed call and return the answer, whatever its status.
 
-        The destination is checked (:class:`~airhook.ssrf.DestinationPolicy`) before anything
+        The destination is checked (:class:`~airhook.core.ssrf.DestinationPolicy`) before anything
         connects. Redirects are not followed: a redirect could lead past that check.
 
         :param method: ``POST``, ``PUT`` or ``PATCH``.

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
 
-from airhook.errors import PayloadError
+from airhook.core.delivery_rules import message_id
+from airhook.core.errors import PayloadError
 from airhook.fanout import DEFAULT_CONCURRENCY, DeliveryEngine, Event, Summary
-from airhook.outbound import message_id
 from airhook.triggers import MIN_DEFER_SECONDS, SETTLE_SECONDS
 from airhook.triggers.delay import WebhookDelayTrigger
 
@@ -104,7 +104,7 @@ def build_events(
             item_platform = item.get("platform", platform)
             chatbot_id = item.get("chatbot_id")
         elif platform is not None:
-            from airhook.catalog import load_catalog
+            from airhook.core.catalog import load_catalog
 
             catalog = catalog or load_catalog()
             name, payload = catalog.event_name(platform, item), item

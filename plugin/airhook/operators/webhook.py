@@ -2,7 +2,7 @@
 
 Thin on purpose: the body is rendered and validated here; everything about HTTP, signing and
 what an answer means belongs to :class:`~airhook.hooks.webhook.WebhookHook`, and every retry
-rule to :mod:`airhook.outbound`.
+rule to :mod:`airhook.core.delivery_rules`.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowFailException
 
-from airhook import outbound
-from airhook.errors import AirhookError, DeliveryError, TemplateRenderError
+from airhook.core import delivery_rules
+from airhook.core.delivery_rules import Outcome, RetryPolicy
+from airhook.core.errors import AirhookError, DeliveryError, TemplateRenderError
 from airhook.hooks.webhook import ALLOWED_METHODS, DEFAULT_RETRY_POLICY, Attempt, WebhookHook
-from airhook.outbound import Outcome, RetryPolicy
 from airhook.triggers import MIN_DEFER_SECONDS, SETTLE_SECONDS
 from airhook.triggers.delay import WebhookDelayTrigger
 
@@ -140,7 +140,7 @@ class WebhookOperator(BaseOperator):
     :param event_key: what distinguishes this event among others sent by the same task
         instance, e.g. an insight id; part of the message id. (templated)
     :param delivery_policy: the delays between this task's attempts
-        (:class:`airhook.outbound.RetryPolicy`); default 6 attempts over about 45 minutes
+        (:class:`airhook.core.delivery_rules.RetryPolicy`); default 6 attempts over about 45 minutes
         (:data:`~airhook.hooks.webhook.DEFAULT_RETRY_POLICY`). Not to be confused with Airflow
         3.3's own ``retry_policy`` of every operator, which decides task retries and still works.
     :param timeout: seconds per attempt; default: the connection's, then
@@ -241,12 +241,14 @@ class WebhookOperator(BaseOperator):
     def message_id(self, context: Context) -> str:
         """The delivery's id: DAG, run, task, map index and event key; never the try number."""
         ti = context["ti"]
-        return outbound.message_id(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, self.event_key)
+        return delivery_rules.message_id(
+            ti.dag_id, ti.run_id, ti.task_id, ti.map_index, self.event_key
+        )
 
     def render_body(self, context: Context) -> bytes:
         """Return the body's bytes: ``body`` as given or as JSON, or the rendered template."""
         if self.body_template is not None:
-            from airhook.templates import STANDARD_VARIABLES, renderer_for, template_context
+            from airhook.core.rendering import STANDARD_VARIABLES, renderer_for, template_context
 
             variables = plain_template_context(context)
             variables.update(self.template_vars)
@@ -289,11 +291,11 @@ class WebhookOperator(BaseOperator):
         return tuple(paths)
 
     def validate_body(self, body: bytes) -> None:
-        """Raise a :class:`~airhook.errors.PayloadError` unless the body is its event type's."""
+        """Raise :class:`~airhook.core.errors.PayloadError` unless the body is its event type's."""
         if self.event_type is None:
             return
-        from airhook.catalog import load_catalog
-        from airhook.payload import parse_body
+        from airhook.core.catalog import load_catalog
+        from airhook.core.payload import parse_body
 
         platform, name = self.event_type
         load_catalog().event(platform, name).validate(parse_body(body))

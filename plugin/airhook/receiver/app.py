@@ -48,14 +48,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from airhook import config
-from airhook.catalog import Catalog, load_catalog
-from airhook.errors import (
+from airhook.core.catalog import Catalog, load_catalog
+from airhook.core.errors import (
     PayloadParseError,
     PayloadValidationError,
     UnknownEventError,
     VerificationError,
 )
-from airhook.ids import new_event_id
+from airhook.core.ids import new_event_id
 from airhook.receiver.metrics import ReceiverMetrics
 from airhook.receiver.pipeline import Ignored, check_delivery
 from airhook.receiver.source_cache import SourceCache

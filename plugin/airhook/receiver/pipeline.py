@@ -14,13 +14,13 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from airhook.access import IpAllowList, check_basic, check_bearer
-from airhook.catalog import Catalog, matches
-from airhook.errors import AuthenticationError
-from airhook.payload import parse_body
-from airhook.profiles import Profile, get_profile
-from airhook.signing import SigningScheme
-from airhook.source import Source
+from airhook.core.access import IpAllowList, check_basic, check_bearer
+from airhook.core.catalog import Catalog, matches
+from airhook.core.errors import AuthenticationError
+from airhook.core.payload import parse_body
+from airhook.core.profiles import Profile, get_profile
+from airhook.core.signing import SigningScheme
+from airhook.core.source import Source
 
 __all__ = ["Accepted", "Ignored", "PreparedSource", "check_delivery"]
 

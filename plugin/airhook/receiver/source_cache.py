@@ -11,7 +11,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from airhook.catalog import Catalog
+from airhook.core.catalog import Catalog
 from airhook.receiver.pipeline import PreparedSource
 from airhook.store.sources import SourceRepository
 

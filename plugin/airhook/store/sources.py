@@ -1,4 +1,4 @@
-"""Sources in the store: rows to :class:`~airhook.source.Source` and back, credentials encrypted.
+"""Sources in the store: rows to :class:`~airhook.core.source.Source` and back, encrypted.
 
 Credentials (signing secrets, bearer tokens, basic passwords) are stored as one Fernet token of
 a JSON object, encrypted with Airflow's Fernet key by the caller's cipher: the store never holds
@@ -16,9 +16,9 @@ import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
 from sqlalchemy.exc import IntegrityError
 
-from airhook.access import BasicCredentials
-from airhook.secrets import Secret, SecretPair
-from airhook.source import Source
+from airhook.core.access import BasicCredentials
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.source import Source
 from airhook.store.engine import Store
 from airhook.store.tables import sources
 from airhook.store.times import aware as _aware

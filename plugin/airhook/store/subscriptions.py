@@ -1,4 +1,4 @@
-"""Subscriptions in the store: rows to :class:`~airhook.subscription.Subscription` and back.
+"""Subscriptions in the store: rows to :class:`~airhook.core.subscription.Subscription` and back.
 
 As for sources, what is secret (the URL, the signing secrets, the extra headers' values) is
 stored as one Fernet token of a JSON object, encrypted by the caller's cipher; the clear columns
@@ -13,7 +13,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from airhook.secrets import Secret, SecretPair
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.subscription import Subscription
 from airhook.store.engine import Store
 from airhook.store.outbox import pause_pending, resume_paused
 from airhook.store.sources import Cipher
@@ -21,7 +22,6 @@ from airhook.store.tables import attempts, deliveries, subscriptions
 from airhook.store.times import aware as _aware
 from airhook.store.times import to_utc as _utc
 from airhook.store.times import utc_now as _now
-from airhook.subscription import Subscription
 
 __all__ = [
     "SubscriptionExistsError",

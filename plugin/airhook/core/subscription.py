@@ -26,10 +26,10 @@ from datetime import datetime
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from airhook.catalog import EventPattern, matches
-from airhook.outbound import DEFAULT_SCHEDULE, RetryPolicy
-from airhook.secrets import Secret, SecretPair
-from airhook.signing import SCHEMES, SigningScheme, get_scheme
+from airhook.core.catalog import EventPattern, matches
+from airhook.core.delivery_rules import DEFAULT_SCHEDULE, RetryPolicy
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.signing import SCHEMES, SigningScheme, get_scheme
 
 __all__ = [
     "METHODS",

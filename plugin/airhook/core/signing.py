@@ -21,7 +21,7 @@ One class per signing scheme, each with ``sign`` (for senders) and ``verify`` (f
 Every ``verify`` accepts several secrets (primary and secondary, so rotation never drops a
 delivery), checks the timestamp against a tolerance before the signature (the clock is passed in
 as ``now``), compares in constant time, and turns every malformed input into a
-:class:`~airhook.errors.SignatureError`: a receiver must answer 401, never 500.
+:class:`~airhook.core.errors.SignatureError`: a receiver must answer 401, never 500.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from airhook.errors import SignatureError
-from airhook.secrets import SECRET_PREFIX, Secret
+from airhook.core.errors import SignatureError
+from airhook.core.secrets import SECRET_PREFIX, Secret
 
 __all__ = [
     "DEFAULT_TOLERANCE_SECONDS",

@@ -59,7 +59,7 @@ from jinja2.loaders import split_template_path
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from airhook.errors import TemplateRenderError
+from airhook.core.errors import TemplateRenderError
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from airhook.access import BasicCredentials, IpAllowList
-from airhook.catalog import EventPattern, matches
-from airhook.profiles import PROFILES
-from airhook.secrets import Secret, SecretPair
-from airhook.signing import SCHEMES, SigningScheme, get_scheme
+from airhook.core.access import BasicCredentials, IpAllowList
+from airhook.core.catalog import EventPattern, matches
+from airhook.core.profiles import PROFILES
+from airhook.core.secrets import Secret, SecretPair
+from airhook.core.signing import SCHEMES, SigningScheme, get_scheme
 
 __all__ = ["SOURCE_NAME_RE", "Source"]
 

@@ -19,9 +19,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from airhook.catalog import load_catalog
-from airhook.devstack import AirflowStack, free_port
-from airhook.signing import get_scheme
+from airhook.core.catalog import load_catalog
+from airhook.core.signing import get_scheme
+from devstack import AirflowStack, free_port
 
 # Demo secrets: printed on purpose, like the values a platform shows once when you set it up.
 SECRETS = {
@@ -153,7 +153,7 @@ def run(home: Path, dags: Path, port: int, *, keep_running: bool) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run the demo."""
     parser = argparse.ArgumentParser(
-        prog="python -m airhook.demo", description=__doc__.split("\n")[0]
+        prog="python -m devstack.demo", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--home", type=Path, default=Path(".demo"), help="Airflow home (wiped)")
     parser.add_argument("--dags", type=Path, default=Path("dags"), help="the example DAGs")

@@ -22,8 +22,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airhook.catalog import Catalog
-from airhook.errors import UnknownEventError
+from airhook.core.catalog import Catalog
+from airhook.core.errors import UnknownEventError
 
 __all__ = ["PROFILES", "EventFacts", "Profile", "get_profile"]
 

@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Iterable, Sequence
 from urllib.parse import urlsplit
 
-from airhook.errors import DeliveryError
+from airhook.core.errors import DeliveryError
 
 __all__ = ["DestinationNotAllowedError", "DestinationPolicy", "redact_url"]
 

@@ -14,8 +14,8 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from airhook.errors import AddressNotAllowedError, AuthenticationError
-from airhook.secrets import Secret
+from airhook.core.errors import AddressNotAllowedError, AuthenticationError
+from airhook.core.secrets import Secret
 
 __all__ = ["BasicCredentials", "IpAllowList", "check_basic", "check_bearer"]
 

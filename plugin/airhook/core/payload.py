@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from airhook.errors import PayloadParseError
+from airhook.core.errors import PayloadParseError
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_DEPTH", "parse_body"]
 

@@ -33,7 +33,7 @@ import referencing
 import referencing.jsonschema
 from jsonschema.exceptions import best_match
 
-from airhook.errors import PayloadValidationError, UnknownEventError
+from airhook.core.errors import PayloadValidationError, UnknownEventError
 
 __all__ = [
     "CANONICAL_KINDS",
