@@ -51,7 +51,7 @@ def airhook_send_insights() -> None:
     @task(multiple_outputs=True)
     def pick_summary(params: dict[str, Any] | None = None) -> dict[str, Any]:
         """Check the event is a valid Caleida summary; hand it and its id on."""
-        from airhook.catalog import load_catalog
+        from airhook.core.catalog import load_catalog
 
         event = (params or {})["event"]
         load_catalog().event("caleida", "insight.summary").validate(event)
