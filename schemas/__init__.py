@@ -1,1 +1,1 @@
-"""The JSON Schemas of every platform event, shipped as package data (see airhook.catalog)."""
+"""The JSON Schemas of every platform event, shipped as package data (see airhook.core.catalog)."""
