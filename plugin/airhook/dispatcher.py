@@ -139,7 +139,7 @@ class Dispatcher:
             connection = None
             try:
                 connection = self._store.write_engine.raw_connection()
-                dbapi = connection.driver_connection
+                dbapi: Any = connection.driver_connection
                 if not hasattr(dbapi, "poll") or not hasattr(dbapi, "notifies"):
                     log.info("airhook dispatcher: the driver cannot LISTEN; polling only")
                     return

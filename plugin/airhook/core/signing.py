@@ -90,7 +90,10 @@ class Verified:
 class SigningScheme(Protocol):
     """What the receiver and the operators need of a scheme."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The scheme's registry name (``standard``, ``rkt``, …)."""
+        ...
 
     def sign(
         self,

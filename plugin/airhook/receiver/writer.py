@@ -48,9 +48,9 @@ def _hand_back(batch: list[_Item], outcomes: list[tuple[Recorded | None, Any]]) 
     by_loop: dict[asyncio.AbstractEventLoop, list[Any]] = {}
     for (_, loop, future), (result, error) in zip(batch, outcomes, strict=True):
         by_loop.setdefault(loop, []).append((future, result, error))
-    for loop, outcomes in by_loop.items():
+    for loop, answers in by_loop.items():
         try:
-            loop.call_soon_threadsafe(_resolve_all, outcomes)
+            loop.call_soon_threadsafe(_resolve_all, answers)
         except RuntimeError:  # that loop is closed: its requests are gone
             log.debug("airhook writer: an event loop closed before its answers")
 

@@ -185,9 +185,9 @@ class InboxRepository:
                 try:
                     # 500 rows of 8 values stay below SQLite's and PostgreSQL's parameter limits.
                     for chunk_start in range(0, len(unique), 500):
-                        chunk = unique[chunk_start : chunk_start + 500]
+                        batch = unique[chunk_start : chunk_start + 500]
                         params: list[Any] = []
-                        for e in chunk:
+                        for e in batch:
                             params += (
                                 e.id,
                                 e.source,
@@ -199,7 +199,7 @@ class InboxRepository:
                                 driver.time(e.received_at),
                             )
                         cursor.execute(
-                            head + ", ".join([values] * len(chunk)) + tail,
+                            head + ", ".join([values] * len(batch)) + tail,
                             params,
                         )
                         created.update(row[0] for row in cursor.fetchall())

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -43,11 +44,12 @@ class QueueWatchRepository:
         if not watches:
             return
         table = queue_watches
+        insert: Any
         if self._store.is_sqlite:
             insert = sqlite.insert(table)
             # Times are stored as UTC text of one format: min/max compare them as times.
-            earliest = sa.func.min(table.c.since, insert.excluded.since)
-            latest = sa.func.max(table.c.until, insert.excluded.until)
+            earliest: Any = sa.func.min(table.c.since, insert.excluded.since)
+            latest: Any = sa.func.max(table.c.until, insert.excluded.until)
         else:
             insert = postgresql.insert(table)
             earliest = sa.func.least(table.c.since, insert.excluded.since)
