@@ -1026,6 +1026,21 @@ def test_broken_body_template_fails_the_publication_before_anything_is_sent(
     assert rows(sqlite_store, deliveries) == []
 
 
+def test_body_template_stops_at_the_configured_render_time_limit(
+    sqlite_store: Store, cipher: Fernet, receiver: Receiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airhook.core.errors import TemplateRenderError
+
+    monkeypatch.setenv("AIRFLOW__AIRHOOK__RENDER_TIMEOUT_SECONDS", "0.3")
+    slow = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{}"
+    repo = SubscriptionRepository(sqlite_store, cipher)
+    repo.create(subscription("slow", receiver.url("/slow"), body_template=slow))
+    with pytest.raises(TemplateRenderError, match=r"longer than 0\.3 seconds") as caught:
+        make_engine(sqlite_store, cipher).publish(events(1))
+    assert caught.value.template == "body template of subscription slow"
+    assert receiver.requests == []
+
+
 def test_send_test_sends_the_real_body_and_records_nothing(
     sqlite_store: Store, cipher: Fernet, receiver: Receiver
 ) -> None:

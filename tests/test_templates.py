@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -652,6 +653,71 @@ def test_output_beyond_the_limit_fails_naming_the_line() -> None:
     with pytest.raises(TemplateRenderError, match="longer than 10000") as caught:
         renderer.render_string("{\n{% for i in range(100000) %}{{ i }}{% endfor %}", {})
     assert caught.value.lineno == 2
+
+
+NESTED_LOOPS = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+def test_nested_loops_stop_at_the_render_time_limit() -> None:
+    renderer = TemplateRenderer(render_timeout_seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(TemplateRenderError, match=r"longer than 0\.5 seconds") as caught:
+        renderer.render_string(NESTED_LOOPS, {}, name="body of subscription crm")
+    assert time.monotonic() - started < 30  # generous: the point is that it stops at all
+    assert caught.value.template == "body of subscription crm"
+    assert caught.value.lineno == 1
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # Recursion through a macro, and a recursive loop: each call checks the clock.
+        "{% macro f() %}{% for i in range(100000) %}{% endfor %}{{ f() }}{% endmacro %}{{ f() }}",
+        "{% for i in range(100000) recursive %}{% if loop.depth < 4 %}{{ loop(range(100000)) }}"
+        "{% endif %}{% endfor %}",
+        # A filtered loop, and loop.length (which would turn the iterable into a list).
+        "{% for i in range(100000) if i >= 0 %}{% for j in range(100000) if j >= 0 %}"
+        "{% endfor %}{% endfor %}",
+        "{% for i in range(100000) %}{% for j in range(100000) %}{{ loop.length }}{% endfor %}"
+        "{% endfor %}",
+    ],
+)
+def test_long_renders_of_every_shape_stop_at_the_limit(source: str) -> None:
+    with pytest.raises(TemplateRenderError, match="render time limit"):
+        TemplateRenderer(render_timeout_seconds=0.2).render_string(source, {})
+
+
+def test_file_templates_stop_at_the_limit_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "slow.json.j2").write_text("{\n" + NESTED_LOOPS + "\n}")
+    renderer = renderer_for([tmp_path], render_timeout_seconds=0.2)
+    with pytest.raises(TemplateRenderError, match="render time limit") as caught:
+        renderer.render_json("slow.json.j2", {})
+    assert (caught.value.template, caught.value.lineno) == ("slow.json.j2", 2)
+
+
+def test_loops_within_the_limit_render_as_before() -> None:
+    source = (
+        "{% for i in range(3) %}{{ loop.length }}{{ loop.last }}{% endfor %}"
+        "{% for k, v in d.items() %}{{ k }}={{ v }}{% else %}none{% endfor %}"
+        "{% for x in [] %}{% else %}none{% endfor %}{% for x in [1, 2, 3] if x > 1 %}{{ x }}"
+        "{% endfor %}"
+    )
+    rendered = TemplateRenderer(render_timeout_seconds=0.5).render_string(source, {"d": {"a": 1}})
+    assert rendered == "3False3False3Truea=1none23"
+
+
+def test_the_render_time_limit_is_per_render() -> None:
+    renderer = TemplateRenderer(render_timeout_seconds=0.3)
+    source = "{% for i in range(2000) %}{{ i }}{% endfor %}"
+    for _ in range(5):  # together longer than one render's limit would allow, were it shared
+        assert renderer.render_string(source, {}).endswith("1999")
+        time.sleep(0.1)
+
+
+def test_the_render_time_limit_can_be_switched_off_but_not_to_zero() -> None:
+    assert TemplateRenderer(render_timeout_seconds=None).render_string("{{ 1 }}", {}) == "1"
+    with pytest.raises(ValueError, match="positive"):
+        TemplateRenderer(render_timeout_seconds=0)
 
 
 def test_include_of_a_file_not_ending_in_j2_is_refused(tmp_path: Path) -> None:

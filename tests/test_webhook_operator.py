@@ -476,6 +476,23 @@ def test_template_error_names_template_and_line(
     assert scripted.received == []
 
 
+def test_body_template_stops_at_the_configured_render_time_limit(
+    tmp_path: Path, conn_id: str, scripted: ScriptedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AIRFLOW__AIRHOOK__RENDER_TIMEOUT_SECONDS", "0.3")
+    (tmp_path / "slow.json.j2").write_text(
+        "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}{}"
+    )
+    with _dag_in(tmp_path):
+        operator = _operator(conn_id, body=None, body_template="slow.json.j2")
+    with pytest.raises(AirflowFailException, match=r"longer than 0\.3 seconds") as caught:
+        _run(operator)
+    error = caught.value.__cause__
+    assert isinstance(error, TemplateRenderError)
+    assert error.template == "slow.json.j2"
+    assert scripted.received == []
+
+
 # --- deferral ------------------------------------------------------------------------------
 
 

@@ -91,6 +91,14 @@ OPTIONS: tuple[Option, ...] = (
         "subscription sets its own.",
     ),
     Option(
+        "render_timeout_seconds",
+        "float",
+        "5",
+        "Longest one outbound template (a subscription's or a WebhookOperator's body) may take "
+        "to render, wall clock. Past it, rendering fails naming the template: nested loops that "
+        "would run for hours stop instead of holding a worker.",
+    ),
+    Option(
         "disable_after_failures",
         "integer",
         "10",

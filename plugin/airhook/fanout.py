@@ -492,6 +492,8 @@ class DeliveryEngine:
         )
         self._catalog = catalog
         self._kinds: dict[tuple[str, str], str | None] = {}
+        #: Seconds one body template may take to render: ``[airhook] render_timeout_seconds``.
+        self.render_timeout = _configured_float("render_timeout_seconds")
 
     @property
     def policy(self) -> DestinationPolicy:
@@ -657,7 +659,7 @@ class DeliveryEngine:
             platform=event.platform,
             **extra,
         )
-        rendered = renderer_for().render_json(
+        rendered = renderer_for(render_timeout_seconds=self.render_timeout).render_json(
             subscription.body_template,
             context,
             name=f"body template of subscription {subscription.name}",

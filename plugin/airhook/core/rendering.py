@@ -6,7 +6,13 @@ airhook developer and may not be trusted with the worker's Python objects. So te
 ``str.format``), with ``StrictUndefined`` (a misspelt or missing variable fails loudly instead of
 sending an empty field to a CRM), and with a few extra limits the sandbox lacks: templates are
 only ever files ending in ``.j2`` (so ``{% include %}`` cannot read ``airflow.cfg`` out of a
-search folder), ``*`` and ``**`` refuse results beyond a size, and the output is capped.
+search folder), ``*`` and ``**`` refuse results beyond a size, the output is capped, and rendering
+stops at a wall-clock deadline (nested loops over ``range`` allocate nothing yet never end).
+
+The deadline is checked where a template spends its time: each item of every ``{% for %}`` loop,
+each call (macros, methods, ``loop()`` recursion), each attribute or item lookup, and each output
+chunk. It lives in a context variable set for the duration of one render, so one renderer serves
+many threads, each with its own clock.
 
 Autoescaping is off: the output is JSON or text, not HTML. Values go into JSON with ``tojson``,
 which writes valid JSON (orjson; non-ASCII kept as UTF-8) for any string, quotes and newlines
@@ -30,7 +36,9 @@ import functools
 import os
 import re
 import string
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from importlib import resources
 from importlib.abc import Traversable
@@ -63,6 +71,7 @@ from airhook.core.errors import TemplateRenderError
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
+    "DEFAULT_RENDER_TIMEOUT_SECONDS",
     "INLINE",
     "STANDARD_VARIABLES",
     "TEMPLATE_SUFFIX",
@@ -80,6 +89,8 @@ TEMPLATE_SUFFIX = ".j2"
 INLINE = "<inline>"
 #: Rendering stops with an error past this many characters of output (a runaway loop).
 DEFAULT_MAX_OUTPUT_CHARS = 10_000_000
+#: Rendering stops with an error after this many seconds (``[airhook] render_timeout_seconds``).
+DEFAULT_RENDER_TIMEOUT_SECONDS = 5.0
 #: ``'x' * n`` and ``[..] * n`` may not build more items than this.
 MAX_REPEAT_ITEMS = 1_000_000
 #: ``a ** b`` on integers may not use an exponent larger than this (10 ** 10 ** 9 never ends).
@@ -437,11 +448,84 @@ def _guard_width(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
     return guarded
 
 
+# -- the deadline --------------------------------------------------------------------------------
+
+#: The running render's (``time.monotonic()`` deadline, limit in seconds); ``None``: no limit.
+#: A context variable, not an attribute: renderers are shared by threads, each with its own clock.
+_DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar(
+    "airhook_render_deadline", default=None
+)
+
+
+class _RenderTimeout(TemplateRuntimeError):
+    """The render ran past its deadline (reported as a TemplateRenderError naming the line)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"rendering took longer than {seconds:g} seconds, the render time limit")
+
+
+def _check_deadline() -> None:
+    bound = _DEADLINE.get()
+    if bound is not None and time.monotonic() > bound[0]:
+        raise _RenderTimeout(bound[1])
+
+
+class _TimedIterator:
+    """Iterate ``iterable``, checking the deadline before each item.
+
+    ``len()`` is passed through so that ``loop.length`` does not turn a ``range`` into a list.
+    """
+
+    __slots__ = ("_deadline", "_iterable", "_iterator", "_seconds")
+
+    def __init__(self, iterable: Any, deadline: float, seconds: float) -> None:
+        self._iterable = iterable
+        self._iterator = iter(iterable)
+        self._deadline = deadline
+        self._seconds = seconds
+
+    def __iter__(self) -> _TimedIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if time.monotonic() > self._deadline:
+            raise _RenderTimeout(self._seconds)
+        return next(self._iterator)
+
+    def __len__(self) -> int:
+        return len(self._iterable)
+
+
 # -- environment and loader ----------------------------------------------------------------------
 
 
 class _CodeGenerator(CodeGenerator):
-    """Jinja's code generator, with every ``~`` concatenation checked by the environment."""
+    """Jinja's code generator, with every ``~`` concatenation checked by the environment and
+    every ``{% for %}`` loop's items checked against the deadline."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The iterables of the loops being compiled, innermost last (Jinja allows no custom
+        # node type to mark them with).
+        self._loop_iterables: list[nodes.Node] = []
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        # Two nested loops over range(100000) allocate nothing and call nothing, yet run for
+        # hours: the items themselves must check the clock. (A recursive loop's deeper levels
+        # iterate what loop() was given; those calls go through the environment's call().)
+        self._loop_iterables.append(node.iter)
+        try:
+            super().visit_For(node, frame)
+        finally:
+            self._loop_iterables.pop()
+
+    def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
+        if self._loop_iterables and node is self._loop_iterables[-1]:
+            self.write("environment.timed_iter(")
+            super().visit(node, *args, **kwargs)
+            self.write(")")
+            return None
+        return super().visit(node, *args, **kwargs)
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         # '~' compiles to a join the sandbox never sees; doubling a string with it in a loop
@@ -456,6 +540,13 @@ class _Environment(ImmutableSandboxedEnvironment):
     """The immutable sandbox, plus limits on what one expression may allocate."""
 
     code_generator_class = _CodeGenerator
+
+    def timed_iter(self, iterable: Any) -> Any:
+        _check_deadline()
+        bound = _DEADLINE.get()
+        if bound is None:
+            return iterable
+        return _TimedIterator(iterable, *bound)
 
     def checked_concat(self, value: Any) -> Any:
         if len(value) > DEFAULT_MAX_OUTPUT_CHARS:
@@ -518,7 +609,16 @@ class _Environment(ImmutableSandboxedEnvironment):
 
         return checked
 
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        _check_deadline()
+        return super().getattr(obj, attribute)
+
+    def getitem(self, obj: Any, argument: Any) -> Any:
+        _check_deadline()
+        return super().getitem(obj, argument)
+
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        _check_deadline()
         if isinstance(getattr(__obj, "__self__", None), str) and __obj.__name__ == "replace":
             _check_replace(__obj.__self__, *(str(a) for a in args[:2]), *args[2:3])
         return super().call(__context, __obj, *args, **kwargs)
@@ -637,6 +737,9 @@ class TemplateRenderer:
         a file there overrides a shipped template of the same name.
     :param shipped: whether to fall back to airhook's shipped templates.
     :param max_output_chars: rendering fails once the output grows past this.
+    :param render_timeout_seconds: rendering fails once one render has taken this long (wall
+        clock); ``None`` for no limit. Airflow-facing callers pass ``[airhook]
+        render_timeout_seconds``.
     """
 
     def __init__(
@@ -645,9 +748,13 @@ class TemplateRenderer:
         *,
         shipped: bool = True,
         max_output_chars: int = DEFAULT_MAX_OUTPUT_CHARS,
+        render_timeout_seconds: float | None = DEFAULT_RENDER_TIMEOUT_SECONDS,
     ) -> None:
+        if render_timeout_seconds is not None and not render_timeout_seconds > 0:
+            raise ValueError("render_timeout_seconds must be positive (or None for no limit)")
         self.searchpath: tuple[Path, ...] = tuple(Path(p) for p in searchpath)
         self.max_output_chars = max_output_chars
+        self.render_timeout_seconds = render_timeout_seconds
         self._loader = _Loader(self.searchpath, shipped=shipped)
         self.environment = _Environment(
             loader=self._loader,
@@ -781,8 +888,11 @@ class TemplateRenderer:
 
     def _render(self, template: Template, context: Mapping[str, Any], name: str) -> str:
         limit = self.max_output_chars
+        seconds = self.render_timeout_seconds
+        deadline = time.monotonic() + seconds if seconds is not None else None
         chunks: list[str] = []
         size = 0
+        token = _DEADLINE.set((deadline, seconds) if deadline is not None else None)
         generator = template.generate(context)
         try:
             for chunk in generator:
@@ -794,6 +904,11 @@ class TemplateRenderer:
                         lineno,
                         f"output longer than {limit} characters",
                     )
+                if deadline is not None and time.monotonic() > deadline:
+                    filename, lineno = _generator_lineno(generator)
+                    raise TemplateRenderError(
+                        self._name_of(filename, name), lineno, _RenderTimeout(seconds).message
+                    )
                 chunks.append(chunk)
         except TemplateRenderError:
             raise
@@ -801,6 +916,7 @@ class TemplateRenderer:
             raise self._error(exc, name) from _cause(exc)
         finally:
             generator.close()
+            _DEADLINE.reset(token)
         return "".join(chunks)
 
     def _name_of(self, filename: str | None, default: str) -> str:
@@ -854,13 +970,25 @@ def _cause(exc: BaseException) -> BaseException | None:
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_renderer(searchpath: tuple[str, ...], shipped: bool) -> TemplateRenderer:
-    return TemplateRenderer(searchpath, shipped=shipped)
+def _cached_renderer(
+    searchpath: tuple[str, ...], shipped: bool, render_timeout_seconds: float | None
+) -> TemplateRenderer:
+    return TemplateRenderer(
+        searchpath, shipped=shipped, render_timeout_seconds=render_timeout_seconds
+    )
 
 
 def renderer_for(
-    searchpath: Iterable[str | os.PathLike[str]] = (), *, shipped: bool = True
+    searchpath: Iterable[str | os.PathLike[str]] = (),
+    *,
+    shipped: bool = True,
+    render_timeout_seconds: float | None = DEFAULT_RENDER_TIMEOUT_SECONDS,
 ) -> TemplateRenderer:
-    """Return a renderer shared by every caller with the same folders (compiled templates kept
-    across tasks and deliveries in one process)."""
-    return _cached_renderer(tuple(os.fspath(p) for p in searchpath), shipped)
+    """Return a renderer shared by every caller with the same folders and limits (compiled
+    templates kept across tasks and deliveries in one process).
+
+    :param render_timeout_seconds: see :class:`TemplateRenderer`.
+    """
+    return _cached_renderer(
+        tuple(os.fspath(p) for p in searchpath), shipped, render_timeout_seconds
+    )

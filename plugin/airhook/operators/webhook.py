@@ -266,7 +266,12 @@ class WebhookOperator(BaseOperator):
                         "pass an upstream task's result (an XComArg) or render with "
                         "render_template_as_native_obj=True",
                     )
-            renderer = renderer_for(self.body_searchpath())
+            from airhook.config import get_float
+
+            renderer = renderer_for(
+                self.body_searchpath(),
+                render_timeout_seconds=get_float("render_timeout_seconds"),
+            )
             text = renderer.render_file(
                 self.body_template, template_context(**standard, **variables)
             )
