@@ -30,9 +30,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from airhook.core.errors import ConflictError, DeliveryNotFoundError
 from airhook.store.chunks import chunks
 from airhook.store.driver import Driver, driver_of
 from airhook.store.engine import Store
@@ -81,13 +81,6 @@ _SETTLE_TAIL = (
     ") AS v(status, next_attempt_at, last_status_code, last_error, updated_at, finished_at,"
     " message_id) WHERE d.message_id = v.message_id AND d.status = 'sending'"
 )
-
-
-class DeliveryNotFoundError(KeyError):
-    """No delivery with that id."""
-
-    def __str__(self) -> str:
-        return f"no delivery {self.args[0]!r}" if self.args else "no such delivery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,12 +279,24 @@ def resume_paused(connection: Connection, name: str, now: datetime) -> None:
 
 
 class OutboxRepository:
-    """Add, claim, settle, list and replay deliveries."""
+    """Add, claim, settle, list and replay deliveries.
+
+    Adding and settling are every publish's hot paths: their statements are written for the
+    driver (sqlite3, psycopg2; see :mod:`airhook.store.driver`), with no SQLAlchemy Core twin,
+    so a store whose driver has another parameter style is refused here, with a ``ValueError``.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._insert = (sqlite.insert if store.is_sqlite else postgresql.insert)(deliveries)
-        self._driver = driver_of(store)
+        driver = driver_of(store)
+        if driver is None:
+            dialect = store.write_engine.dialect
+            raise ValueError(
+                "the outbox writes its statements for DB-API drivers with the qmark, format or"
+                f" pyformat parameter style (sqlite3, psycopg2): {dialect.driver} uses"
+                f" {dialect.paramstyle}"
+            )
+        self._driver = driver
 
     # --- adding and claiming ---------------------------------------------------------------------
 
@@ -352,70 +357,43 @@ class OutboxRepository:
                     rows.append((d, "sending", lease_until))
                 else:
                     rows.append((d, "paused", None))
-            if self._driver is None:
-                statement = self._insert.on_conflict_do_nothing(
-                    index_elements=[deliveries.c.message_id]
-                ).returning(deliveries.c.message_id)
-                values = [
-                    {
-                        "message_id": d.message_id,
-                        "subscription": d.subscription,
-                        "event": d.event,
-                        "platform": d.platform,
-                        "publication": d.publication,
-                        "body": d.body,
-                        "status": status,
-                        "attempts": 0,
-                        "next_attempt_at": next_at,
-                        "claim_token": token if status == "sending" else None,
-                        "last_status_code": None,
-                        "last_error": None,
-                        "created_at": now,
-                        "updated_at": now,
-                        "finished_at": None,
-                    }
-                    for d, status, next_at in rows
-                ]
-                for chunk in chunks(values):
-                    created.update(connection.scalars(statement, list(chunk)))
-            else:
-                # The hot path of every publish: one multi-row INSERT per 500 rows, straight to
-                # the driver (as the inbox does), times bound as Core binds them.
-                driver = self._driver
-                at = driver.time(now)
-                times = {None: None, now: at}
-                if lease_until is not None:
-                    times[lease_until] = driver.time(lease_until)
-                head = (
-                    "INSERT INTO airhook_delivery (message_id, subscription, event, platform,"
-                    " publication, body, status, attempts, next_attempt_at, claim_token,"
-                    " created_at, updated_at) VALUES "
-                )
-                row_sql = f"({', '.join([driver.marker] * 7)}, 0, {', '.join([driver.marker] * 4)})"
-                tail = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
-                cursor = connection.connection.cursor()
-                try:
-                    for start in range(0, len(rows), _ROWS):
-                        chunk = rows[start : start + _ROWS]
-                        params: list[Any] = []
-                        for d, status, next_at in chunk:
-                            params += (
-                                d.message_id,
-                                d.subscription,
-                                d.event,
-                                d.platform,
-                                d.publication,
-                                d.body,
-                                status,
-                                times[next_at],
-                                token if status == "sending" else None,
-                                at,
-                                at,
-                            )
-                        cursor.execute(head + ", ".join([row_sql] * len(chunk)) + tail, params)
-                        created.update(row[0] for row in cursor.fetchall())
-                finally:
-                    cursor.close()
+            # The hot path of every publish: one multi-row INSERT per 500 rows, straight to
+            # the driver (as the inbox does), times bound as Core binds them.
+            driver = self._driver
+            at = driver.time(now)
+            times = {None: None, now: at}
+            if lease_until is not None:
+                times[lease_until] = driver.time(lease_until)
+            head = (
+                "INSERT INTO airhook_delivery (message_id, subscription, event, platform,"
+                " publication, body, status, attempts, next_attempt_at, claim_token,"
+                " created_at, updated_at) VALUES "
+            )
+            row_sql = f"({', '.join([driver.marker] * 7)}, 0, {', '.join([driver.marker] * 4)})"
+            tail = " ON CONFLICT (message_id) DO NOTHING RETURNING message_id"
+            cursor = connection.connection.cursor()
+            try:
+                for start in range(0, len(rows), _ROWS):
+                    chunk = rows[start : start + _ROWS]
+                    params: list[Any] = []
+                    for d, status, next_at in chunk:
+                        params += (
+                            d.message_id,
+                            d.subscription,
+                            d.event,
+                            d.platform,
+                            d.publication,
+                            d.body,
+                            status,
+                            times[next_at],
+                            token if status == "sending" else None,
+                            at,
+                            at,
+                        )
+                    cursor.execute(head + ", ".join([row_sql] * len(chunk)) + tail, params)
+                    created.update(row[0] for row in cursor.fetchall())
+            finally:
+                cursor.close()
             pause_stranded(connection, now)
         claimed = [
             Claimed(d.message_id, d.subscription, d.body, 0, token)
@@ -546,8 +524,7 @@ class OutboxRepository:
         This is the sender's hot path (once per flush of up to a thousand outcomes), so the
         delivery updates and the attempt rows go to the driver directly, one prepared statement
         run for all rows (SQLite) or one multi-row statement per 500 rows (PostgreSQL), rather
-        than through SQLAlchemy Core's per-row work; Core remains for drivers whose parameter
-        style this does not write.
+        than through SQLAlchemy Core's per-row work.
         """
         report = Recorded()
         if not settled:
@@ -607,10 +584,7 @@ class OutboxRepository:
                     )
                 )
             logged = [s.attempt for s in settled if s.attempt.subscription in state]  # not deleted
-            if self._driver is None:
-                self._record_core(connection, updates, logged, now)
-            else:
-                self._record_driver(connection, self._driver, updates, logged, now)
+            self._record_driver(connection, self._driver, updates, logged, now)
             for name, (active, count) in state.items():
                 if [active, count] == before[name]:
                     continue
@@ -648,59 +622,6 @@ class OutboxRepository:
             if item.attempt.message_id in tokens
             and (item.token is None or tokens[item.attempt.message_id] == item.token)
         }
-
-    @staticmethod
-    def _record_core(
-        connection: Connection,
-        updates: Sequence[tuple[str, str, datetime | None, int | None, str | None, bool]],
-        logged: Sequence[Attempt],
-        now: datetime,
-    ) -> None:
-        connection.execute(
-            deliveries.update()
-            .where(
-                deliveries.c.message_id == sa.bindparam("b_message_id"),
-                deliveries.c.status == "sending",  # still our claim
-            )
-            .values(
-                status=sa.bindparam("status"),
-                attempts=deliveries.c.attempts + 1,
-                next_attempt_at=sa.bindparam("next_attempt_at"),
-                last_status_code=sa.bindparam("last_status_code"),
-                last_error=sa.bindparam("last_error"),
-                updated_at=sa.bindparam("updated_at"),
-                finished_at=sa.bindparam("finished_at"),
-            ),
-            [
-                {
-                    "b_message_id": mid,
-                    "status": status,
-                    "next_attempt_at": next_at,
-                    "last_status_code": code,
-                    "last_error": error,
-                    "updated_at": now,
-                    "finished_at": now if final else None,
-                }
-                for mid, status, next_at, code, error, final in updates
-            ],
-        )
-        if logged:
-            connection.execute(
-                attempts.insert(),
-                [
-                    {
-                        "message_id": a.message_id,
-                        "subscription": a.subscription,
-                        "attempted_at": _utc(a.attempted_at),
-                        "status_code": a.status_code,
-                        "outcome": a.outcome,
-                        "latency_ms": a.latency_ms,
-                        "error": (a.error or "")[:500] or None,
-                        "response_excerpt": (a.response_excerpt or "")[:512] or None,
-                    }
-                    for a in logged
-                ],
-            )
 
     @staticmethod
     def _record_driver(
@@ -958,7 +879,7 @@ class OutboxRepository:
                 )
                 if exists is None:
                     raise DeliveryNotFoundError(message_id)
-                raise ValueError(f"delivery {message_id} is being sent right now")
+                raise ConflictError("delivery", message_id, "it is being sent right now")
             names = sorted({name for _, name in rows})
             active = {
                 name: bool(flag)
