@@ -457,11 +457,15 @@ _DEADLINE: ContextVar[tuple[float, float] | None] = ContextVar(
 )
 
 
+def _timeout_message(seconds: float) -> str:
+    return f"rendering took longer than {seconds:g} seconds, the render time limit"
+
+
 class _RenderTimeout(TemplateRuntimeError):
     """The render ran past its deadline (reported as a TemplateRenderError naming the line)."""
 
     def __init__(self, seconds: float) -> None:
-        super().__init__(f"rendering took longer than {seconds:g} seconds, the render time limit")
+        super().__init__(_timeout_message(seconds))
 
 
 def _check_deadline() -> None:
@@ -889,10 +893,10 @@ class TemplateRenderer:
     def _render(self, template: Template, context: Mapping[str, Any], name: str) -> str:
         limit = self.max_output_chars
         seconds = self.render_timeout_seconds
-        deadline = time.monotonic() + seconds if seconds is not None else None
+        bound = (time.monotonic() + seconds, seconds) if seconds is not None else None
         chunks: list[str] = []
         size = 0
-        token = _DEADLINE.set((deadline, seconds) if deadline is not None else None)
+        token = _DEADLINE.set(bound)
         generator = template.generate(context)
         try:
             for chunk in generator:
@@ -904,10 +908,10 @@ class TemplateRenderer:
                         lineno,
                         f"output longer than {limit} characters",
                     )
-                if deadline is not None and time.monotonic() > deadline:
+                if bound is not None and time.monotonic() > bound[0]:
                     filename, lineno = _generator_lineno(generator)
                     raise TemplateRenderError(
-                        self._name_of(filename, name), lineno, _RenderTimeout(seconds).message
+                        self._name_of(filename, name), lineno, _timeout_message(bound[1])
                     )
                 chunks.append(chunk)
         except TemplateRenderError:
