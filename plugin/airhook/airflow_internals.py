@@ -2,8 +2,9 @@
 
 airhook talks to Airflow through its public interfaces where they exist (``airflow.sdk`` for
 DAG authors: ``Asset``, ``dag``, hooks, operators, sensors, triggers; the plugin interface; the
-auth manager; ``airflow.sdk.observability.stats`` for metrics). Two jobs have no public API in
-Airflow 3.3, and both run only in the API server, the one airhook component allowed to write to
+auth manager). Metrics go through ``airflow.observability.stats``, the server components' module
+(not underscored, yet not in Airflow's published public interface). Two jobs have no public API
+in Airflow 3.3, and both run only in the API server, the one airhook component allowed to write to
 Airflow's metadata DB:
 
 - **turning recorded webhook events into asset events** (the dispatcher). Airflow's only way in
@@ -73,11 +74,32 @@ DISPATCH_LOCK_KEY = int.from_bytes(
 _failed_metrics: set[str] = set()
 
 
-def incr(name: str, count: int = 1, tags: dict[str, str] | None = None) -> None:
-    """Count ``name`` in Airflow's metrics (StatsD or OpenTelemetry, as configured), through its
-    public ``airflow.sdk.observability.stats``; never fail (a warning, once per name)."""
+def initialize_metrics() -> None:
+    """Set Airflow's metrics up in a process Airflow did not start (the standalone receiver),
+    as the API server does for itself; never fail."""
     try:
-        from airflow.sdk.observability.stats import Stats
+        from airflow.configuration import conf
+        from airflow.observability.metrics import stats_utils
+        from airflow.observability.stats import initialize
+
+        initialize(
+            factory=stats_utils.get_stats_factory(),
+            export_legacy_names=conf.getboolean("metrics", "legacy_names_on"),
+        )
+    except Exception:
+        log.warning("airhook could not set up Airflow's metrics", exc_info=True)
+
+
+def incr(name: str, count: int = 1, tags: dict[str, str] | None = None) -> None:
+    """Count ``name`` in Airflow's metrics (StatsD or OpenTelemetry, as configured); never fail
+    (a warning, once per name).
+
+    Through ``airflow.observability.stats``, the server components' metrics, which the API
+    server sets up at start (``airflow.sdk.observability.stats`` is the task SDK's own copy, left
+    unset there: counts sent to it from the API server vanish).
+    """
+    try:
+        from airflow.observability.stats import Stats
 
         Stats.incr(name, count=count, tags=tags or {})
     except Exception:  # metrics must never break receiving or dispatching

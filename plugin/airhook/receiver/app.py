@@ -50,6 +50,7 @@ from starlette.routing import Route
 from airhook import config
 from airhook.core.catalog import Catalog, load_catalog
 from airhook.core.errors import (
+    AirhookError,
     PayloadParseError,
     PayloadValidationError,
     UnknownEventError,
@@ -190,11 +191,11 @@ def _error(status: int, error: str, **details: Any) -> _Answer:
     return answer
 
 
-class _TooLarge(Exception):
+class _TooLarge(AirhookError):
     """The body exceeded the limit while it was being read."""
 
 
-class _Disconnected(Exception):
+class _Disconnected(AirhookError):
     """The client went away before its body was read."""
 
 
@@ -439,6 +440,9 @@ def create_app(runtime: ReceiverRuntime | None = None, *, standalone: bool = Fal
 
 def create_standalone_app() -> FastAPI:
     """The app ``python -m airhook.receiver`` serves (a uvicorn factory, imported per worker)."""
+    from airhook.airflow_internals import initialize_metrics
+
+    initialize_metrics()  # the API server does it for itself; here nobody else would
     return create_app(standalone=True)
 
 
