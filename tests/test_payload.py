@@ -54,6 +54,32 @@ def test_nesting_at_the_limit_passes_and_beyond_fails() -> None:
     assert _reason(deep_list) == "too_deep"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        # orjson refuses nesting beyond 1,024 levels with a decode error: still too deep.
+        b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        b'{"a":' + b'{"a":' * 100_000 + b"1" + b"}" * 100_001,
+        b"[" * 100_000 + b"]" * 100_000,
+        b"{" * 100_000,  # deep and unfinished: too deep first
+    ],
+)
+def test_nesting_beyond_the_parsers_own_limit_is_too_deep(body: bytes) -> None:
+    assert _reason(body) == "too_deep"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a":"' + b"[" * 100_000 + b'"',  # brackets in a string do not nest
+        b'{"a":"\\"' + b"[" * 100 + b"x",  # nor after an escaped quote in an open string
+        b'{"a":x,' + b"[]" * 100_000 + b"}",  # many brackets, shallow
+    ],
+)
+def test_unparsable_bodies_with_brackets_but_no_depth_are_not_json(body: bytes) -> None:
+    assert _reason(body) == "not_json"
+
+
 def test_many_brackets_without_depth_pass() -> None:
     # Brackets inside strings and wide structures count toward the cheap pre-check, not depth.
     wide = json.dumps({"items": [{"i": i} for i in range(200)], "text": "[[[{{{" * 50}).encode()

@@ -822,6 +822,17 @@ def test_body_nested_too_deep_is_refused_400(receiver: Receiver) -> None:
     receiver.reject("rkt", body, signed("rkt", secret, body), 400, "too_deep")
 
 
+def test_body_nested_beyond_the_parsers_limit_is_refused_400_too_deep(
+    receiver: Receiver,
+) -> None:
+    source, secret = make_source("rkt", max_body_bytes=1024 * 1024)
+    receiver.add(source)
+    # orjson refuses it with a decode error of its own; the answer is still too_deep.
+    body = dumps(PAYLOADS["rkt"][0])[:-1] + b',"extra":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    receiver.reject("rkt", body, signed("rkt", secret, body), 400, "too_deep")
+
+
 def test_unknown_event_is_refused_422(receiver: Receiver) -> None:
     source, secret = make_source("rkt")
     receiver.add(source)
