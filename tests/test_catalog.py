@@ -293,6 +293,19 @@ def test_missing_required_data_field_is_reported_at_data(event: Any) -> None:
             event.validate(payload)
         assert (info.value.json_path, info.value.keyword) == ("$.data", "required")
         assert repr(field_name) in info.value.message
+        assert info.value.missing == (field_name,)
+        assert f"(missing: {field_name})" in str(info.value)  # the logged text names it too
+
+
+def test_required_failure_names_every_missing_property_and_no_value() -> None:
+    lead = _rkt_lead()
+    lead["data"] = {"name": "john@secret-domain"}
+    error = _fail("rkt", lead)
+    assert (error.json_path, error.keyword) == ("$.data", "required")
+    assert error.missing == ("leadId", "email", "sessionId")
+    assert str(error) == (
+        "rkt lead.captured: $.data: required failed (missing: leadId, email, sessionId)"
+    )
 
 
 @pytest.mark.parametrize("event", ALL_EVENTS, ids=_ids(ALL_EVENTS))

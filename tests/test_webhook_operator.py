@@ -339,6 +339,18 @@ def test_event_type_validation_failure_sends_nothing(
     assert scripted.received == []
 
 
+def test_event_type_validation_failure_names_the_missing_field(
+    conn_id: str, scripted: ScriptedServer
+) -> None:
+    lead = dict(load_catalog().event("rkt", "lead.captured").sample)
+    lead["data"] = {**lead["data"]}
+    del lead["data"]["sessionId"]
+    operator = _operator(conn_id, body=lead, event_type=("rkt", "lead.captured"))
+    with pytest.raises(AirflowFailException) as caught:
+        _run(operator)
+    assert str(caught.value) == "rkt lead.captured: $.data: required failed (missing: sessionId)"
+
+
 def test_valid_event_is_sent(conn_id: str, scripted: ScriptedServer) -> None:
     lead = load_catalog().event("rkt", "lead.captured").sample
     _run(_operator(conn_id, body=dict(lead), event_type=["rkt", "lead.captured"]))

@@ -177,12 +177,22 @@ class EventType:
                 keyword=fast_error.rule or "unknown",
                 message=fast_error.message,
             )
+        missing: tuple[str, ...] = ()
+        if (
+            error.validator == "required"
+            and isinstance(error.instance, Mapping)
+            and isinstance(error.validator_value, list)
+        ):
+            # Every property the object lacks, not only the one best_match picked; the names
+            # come from the schema, so the error's text (which is logged) may carry them.
+            missing = tuple(str(n) for n in error.validator_value if n not in error.instance)
         return PayloadValidationError(
             platform=self.platform,
             event=self.name,
             json_path=error.json_path,
             keyword=str(error.validator),
             message=error.message,
+            missing=missing,
         )
 
 

@@ -116,19 +116,30 @@ class PayloadValidationError(PayloadError):
     :param keyword: the JSON Schema keyword that failed, for example ``required``.
     :param message: the validator's explanation; it may quote the offending value, so it goes to
         the sender in a response body but not into logs (log ``json_path`` and ``keyword``).
+    :param missing: for ``required``, the properties missing at ``json_path`` (names from the
+        schema, never values, so the error's text names them).
     """
 
     status_code = 422
 
     def __init__(
-        self, *, platform: str, event: str, json_path: str, keyword: str, message: str
+        self,
+        *,
+        platform: str,
+        event: str,
+        json_path: str,
+        keyword: str,
+        message: str,
+        missing: tuple[str, ...] = (),
     ) -> None:
         self.platform = platform
         self.event = event
         self.json_path = json_path
         self.keyword = keyword
         self.message = message
-        super().__init__(f"{platform} {event}: {json_path}: {keyword} failed")
+        self.missing = missing
+        named = f" (missing: {', '.join(missing)})" if missing else ""
+        super().__init__(f"{platform} {event}: {json_path}: {keyword} failed{named}")
 
 
 class TemplateRenderError(AirhookError):
