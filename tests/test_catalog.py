@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 
 from airhook.core.catalog import CANONICAL_KINDS, EventPattern, load_catalog, matches
-from airhook.core.errors import PayloadValidationError, UnknownEventError
+from airhook.core.errors import PayloadValidationError, UnknownEventError, UnknownPlatformError
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = REPO / "schemas"
@@ -144,7 +144,7 @@ def test_platform_envelopes_name_their_fields() -> None:
     rkt = CATALOG.platform("rkt")
     assert (rkt.event_field, rkt.id_field, rkt.chatbot_field) == ("event", None, "chatbotId")
     assert CATALOG.platform("ccai").event_field == "event_type"
-    with pytest.raises(KeyError, match="unknown platform"):
+    with pytest.raises(UnknownPlatformError, match="no platform named 'zapier'"):
         CATALOG.platform("zapier")
 
 

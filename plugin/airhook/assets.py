@@ -13,6 +13,7 @@ from airflow.sdk.definitions.asset import AssetAny
 
 from airhook.core.asset_uris import event_uri, kind_uri, source_uri
 from airhook.core.catalog import CANONICAL_KINDS, load_catalog, matches
+from airhook.core.errors import ConfigurationError
 
 __all__ = ["event_asset", "kind_asset", "on", "on_kind", "source_asset"]
 
@@ -60,7 +61,7 @@ def on(
         if not found and "*" not in pattern:
             found = [pattern]
         if not found:
-            raise ValueError(f"no event matches {pattern!r}")
+            raise ConfigurationError(f"no event matches {pattern!r}")
         names.extend(name for name in found if name not in names)
     return _any([event_asset(source, name) for name in names])
 
@@ -70,5 +71,5 @@ def on_kind(kinds: str | Sequence[str]) -> Asset | AssetAny:
     patterns = [kinds] if isinstance(kinds, str) else list(kinds)
     found = [kind for kind in CANONICAL_KINDS if matches(patterns, kind)]
     if not found:
-        raise ValueError(f"no canonical kind matches {patterns!r}")
+        raise ConfigurationError(f"no canonical kind matches {patterns!r}")
     return _any([kind_asset(kind) for kind in found])

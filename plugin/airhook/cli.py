@@ -16,6 +16,7 @@ from typing import Any
 
 from airhook.core.access import BasicCredentials
 from airhook.core.catalog import load_catalog, matches
+from airhook.core.errors import AirhookError
 from airhook.core.profiles import PROFILES
 from airhook.core.secrets import Secret, SecretPair, generate_secret
 from airhook.core.source import Source
@@ -23,7 +24,7 @@ from airhook.core.source import Source
 __all__ = ["CommandError", "main"]
 
 
-class CommandError(Exception):
+class CommandError(AirhookError):
     """Input or setup the user must fix: reported in one line, exit code 2, no traceback."""
 
 
@@ -46,10 +47,7 @@ def _repositories() -> tuple[Any, Any]:
     from airhook.store.sources import SourceRepository
 
     # The key first: with no key, refuse before touching the store.
-    try:
-        cipher = airflow_cipher()
-    except RuntimeError as exc:
-        raise CommandError(str(exc)) from None
+    cipher = airflow_cipher()  # SetupError with no key
     store = get_store()
     upgrade(store)
     return SourceRepository(store, cipher), InboxRepository(store)
@@ -216,10 +214,7 @@ def _engine() -> Any:
     from airhook.store import get_store
     from airhook.store.migrate import upgrade
 
-    try:
-        cipher = airflow_cipher()
-    except RuntimeError as exc:
-        raise CommandError(str(exc)) from None
+    cipher = airflow_cipher()  # SetupError with no key
     store = get_store()
     upgrade(store)
     return DeliveryEngine(store, cipher)
@@ -706,7 +701,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler.setFormatter(logging.Formatter("airhook: %(levelname)s %(message)s"))
         engine_log.addHandler(handler)
     engine_log.propagate = False
-    from airhook.core.errors import AirhookError
 
     try:
         code = args.func(args)

@@ -34,6 +34,7 @@ from typing import Any
 
 from airhook import airflow_internals as airflow
 from airhook.core.asset_uris import uris_for
+from airhook.core.errors import LeaseLostError
 from airhook.requeue import QueueKeeper
 from airhook.store.engine import Store
 from airhook.store.errors import describe_error
@@ -45,10 +46,6 @@ __all__ = ["LEASE_NAME", "Dispatcher", "LeaseLostError", "asset_extra"]
 log = logging.getLogger(__name__)
 
 LEASE_NAME = "dispatcher"
-
-
-class LeaseLostError(RuntimeError):
-    """Another dispatcher took the lease while this one was writing; its round was undone."""
 
 
 #: The shortest pause between two rounds that wrote to an SQLite metadata DB.

@@ -71,10 +71,9 @@ from airhook.store.subscriptions import SubscriptionRepository
 if TYPE_CHECKING:
     import aiohttp
 
-    from airhook.core.secrets import Secret
+    from airhook.core.secrets import Cipher, Secret
     from airhook.core.signing import SigningScheme
     from airhook.store.engine import Store
-    from airhook.store.sources import Cipher
 
 __all__ = [
     "CLAIM_SECONDS",

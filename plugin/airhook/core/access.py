@@ -14,7 +14,11 @@ import ipaddress
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from airhook.core.errors import AddressNotAllowedError, AuthenticationError
+from airhook.core.errors import (
+    AddressNotAllowedError,
+    AuthenticationError,
+    ConfigurationError,
+)
 from airhook.core.secrets import Secret
 
 __all__ = ["BasicCredentials", "IpAllowList", "check_basic", "check_bearer"]
@@ -103,7 +107,7 @@ class IpAllowList:
             try:
                 parsed.append(ipaddress.ip_network(network.strip(), strict=False))
             except ValueError as exc:
-                raise ValueError(f"not an IP network: {network!r}") from exc
+                raise ConfigurationError(f"not an IP network: {network!r}") from exc
         self.networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = tuple(parsed)
 
     def __bool__(self) -> bool:

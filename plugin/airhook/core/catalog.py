@@ -33,7 +33,12 @@ import referencing
 import referencing.jsonschema
 from jsonschema.exceptions import best_match
 
-from airhook.core.errors import PayloadValidationError, UnknownEventError
+from airhook.core.errors import (
+    ConfigurationError,
+    PayloadValidationError,
+    UnknownEventError,
+    UnknownPlatformError,
+)
 
 __all__ = [
     "CANONICAL_KINDS",
@@ -88,7 +93,7 @@ class EventPattern:
 
     def __init__(self, text: str) -> None:
         if not _PATTERN_RE.fullmatch(text):
-            raise ValueError(
+            raise ConfigurationError(
                 f"event pattern {text!r} may use letters, digits, '_', '-', '.' and '*' only"
             )
         self.text = text
@@ -255,7 +260,7 @@ class Catalog:
         try:
             return self.platforms[name]
         except KeyError:
-            raise KeyError(f"unknown platform {name!r}; known: {sorted(self.platforms)}") from None
+            raise UnknownPlatformError(name, tuple(sorted(self.platforms))) from None
 
     def event(self, platform: str, name: str) -> EventType:
         """Return one event type, or raise :class:`UnknownEventError`."""
@@ -266,7 +271,7 @@ class Catalog:
 
     def events(self, platform: str | None = None, pattern: str = "*") -> Iterator[EventType]:
         """Yield the event types of one platform (or all), whose names match ``pattern``."""
-        platforms = [platform] if platform is not None else sorted(self._events)
+        platforms = [self.platform(platform).name] if platform is not None else sorted(self._events)
         for name in platforms:
             for event in self._events[name].values():
                 if matches(pattern, event.name):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 
+from airhook.core.errors import ConfigurationError
+
 __all__ = [
     "DEFAULT_SCHEDULE",
     "Outcome",
@@ -88,13 +90,13 @@ class RetryPolicy:
 
     def __post_init__(self) -> None:
         if not self.schedule or any(d < 0 for d in self.schedule):
-            raise ValueError("a retry schedule is a non-empty list of non-negative delays")
+            raise ConfigurationError("a retry schedule is a non-empty list of non-negative delays")
 
     @classmethod
     def exponential(cls, attempts: int, base: float = 1.0, cap: float = 3600.0) -> RetryPolicy:
         """Immediate first attempt, then base·2^n seconds (capped) between the others."""
         if attempts < 1:
-            raise ValueError("at least one attempt")
+            raise ConfigurationError("at least one attempt")
         delays = [0.0] + [min(cap, base * 2**n) for n in range(attempts - 1)]
         return cls(schedule=tuple(delays))
 

@@ -2,7 +2,8 @@
 
 Every error airhook raises on purpose derives from :class:`AirhookError`, so a caller can catch
 the family with one clause, and every field a caller acts on (an HTTP status, a JSON path, the
-reason a signature was refused) is an attribute, never something to parse out of a message::
+reason a signature was refused, the name that was not found) is an attribute, never something to
+parse out of a message::
 
     AirhookError
     ├── VerificationError            the delivery is not proven to come from the sender
@@ -14,7 +15,27 @@ reason a signature was refused) is an attribute, never something to parse out of
     │   ├── UnknownEventError        the platform has no event of that name
     │   └── PayloadValidationError   the event does not match its JSON Schema
     ├── TemplateRenderError          an outbound template failed to render
-    └── DeliveryError                an outbound call did not succeed
+    ├── DeliveryError                an outbound call did not succeed
+    │   └── DestinationNotAllowedError   the URL resolves to a refused address (core.ssrf)
+    ├── ConfigurationError           a source, subscription, scheme or option is not valid
+    │                                (also a ValueError, which such errors were before)
+    ├── NotFoundError                nothing of that kind and name
+    │   ├── SourceNotFoundError
+    │   ├── SubscriptionNotFoundError
+    │   ├── DeliveryNotFoundError
+    │   └── UnknownPlatformError     the catalog has no such platform
+    ├── AlreadyExistsError           the name is taken
+    │   ├── SourceExistsError
+    │   └── SubscriptionExistsError
+    ├── ConflictError                the action does not fit the current state
+    ├── SetupError                   airhook cannot run as installed: no [core] fernet_key
+    ├── LeaseLostError               another dispatcher took the lease mid-round
+    └── CommandError                 the ``airhook`` command's own usage errors (airhook.cli)
+
+Private control-flow signals (the receiver's body over the limit or client gone, a render past
+its deadline) derive from :class:`AirhookError` too: ``tests/test_errors.py`` imports every
+module of the package and checks that no exception class is left outside the tree, nor out of
+this drawing.
 
 Messages never contain a secret, a signature or a payload: they are written to logs.
 """
@@ -24,14 +45,26 @@ from __future__ import annotations
 __all__ = [
     "AddressNotAllowedError",
     "AirhookError",
+    "AlreadyExistsError",
     "AuthenticationError",
+    "ConfigurationError",
+    "ConflictError",
     "DeliveryError",
+    "DeliveryNotFoundError",
+    "LeaseLostError",
+    "NotFoundError",
     "PayloadError",
     "PayloadParseError",
     "PayloadValidationError",
+    "SetupError",
     "SignatureError",
+    "SourceExistsError",
+    "SourceNotFoundError",
+    "SubscriptionExistsError",
+    "SubscriptionNotFoundError",
     "TemplateRenderError",
     "UnknownEventError",
+    "UnknownPlatformError",
     "VerificationError",
 ]
 
@@ -170,3 +203,130 @@ class DeliveryError(AirhookError):
         self.status_code = status_code
         self.retryable = retryable
         super().__init__(f"{url}: {message}")
+
+
+class ConfigurationError(AirhookError, ValueError):
+    """A source, a subscription, a signing scheme or one of their options is not valid.
+
+    Also a :class:`ValueError`: these errors were plain ``ValueError`` before the tree, and
+    callers (DAG code among them) may still catch them as such.
+    """
+
+    status_code: int = 400
+
+
+class NotFoundError(AirhookError):
+    """Nothing of that kind goes by that name.
+
+    :param kind: what was looked up: ``source``, ``subscription``, ``delivery``, ``platform``.
+    :param name: the name (or id) asked for.
+    :param known: the names that exist, when there are few enough to list.
+    """
+
+    status_code: int = 404
+
+    def __init__(self, kind: str, name: str, *, known: tuple[str, ...] = ()) -> None:
+        self.kind = kind
+        self.name = name
+        self.known = known
+        listed = f" (known: {', '.join(known)})" if known else ""
+        super().__init__(f"no {kind} named {name!r}{listed}")
+
+
+class SourceNotFoundError(NotFoundError):
+    """No inbound source of that name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("source", name)
+
+
+class SubscriptionNotFoundError(NotFoundError):
+    """No outbound subscription of that name."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("subscription", name)
+
+
+class DeliveryNotFoundError(NotFoundError):
+    """No outbound delivery with that id (``name`` is the message id)."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__("delivery", message_id)
+
+    def __str__(self) -> str:
+        return f"no delivery {self.name!r}"
+
+
+class UnknownPlatformError(NotFoundError):
+    """The event catalog has no platform of that name."""
+
+    def __init__(self, name: str, known: tuple[str, ...] = ()) -> None:
+        super().__init__("platform", name, known=known)
+
+
+class AlreadyExistsError(AirhookError):
+    """A name is taken.
+
+    :param kind: ``source`` or ``subscription``.
+    :param name: the name that exists already.
+    """
+
+    status_code: int = 409
+
+    def __init__(self, kind: str, name: str) -> None:
+        self.kind = kind
+        self.name = name
+        super().__init__(f"{kind} {name!r} exists already")
+
+
+class SourceExistsError(AlreadyExistsError):
+    """A source of that name exists already."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("source", name)
+
+
+class SubscriptionExistsError(AlreadyExistsError):
+    """A subscription of that name exists already."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__("subscription", name)
+
+
+class ConflictError(AirhookError):
+    """The action does not fit the current state (a delivery being sent cannot be replayed).
+
+    :param kind: what the action was about (``delivery``).
+    :param name: its name or id.
+    :param reason: what stands in the way, for a person to read.
+    """
+
+    status_code: int = 409
+
+    def __init__(self, kind: str, name: str, reason: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.reason = reason
+        super().__init__(f"{kind} {name}: {reason}")
+
+
+class SetupError(AirhookError):
+    """airhook cannot run as installed (for example, Airflow has no ``[core] fernet_key``).
+
+    :param setting: the setting to fix, as Airflow's configuration names it.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        self.setting = setting
+        super().__init__(message)
+
+
+class LeaseLostError(AirhookError):
+    """Another dispatcher took the lease while this one was writing; its round was undone.
+
+    :param holder: the dispatcher that lost the lease.
+    """
+
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+        super().__init__(f"dispatcher {holder} lost its lease")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airhook.core.catalog import Catalog
-from airhook.core.errors import UnknownEventError
+from airhook.core.errors import ConfigurationError, UnknownEventError
 
 __all__ = ["PROFILES", "EventFacts", "Profile", "get_profile"]
 
@@ -85,7 +85,7 @@ def get_profile(name: str, catalog: Catalog, *, event_field: str | None = None) 
         return Profile("standard", "standard", None, "type", None, None)
     if name == "hmac":
         return Profile("hmac", "hmac", None, event_field or "event", "id", None)
-    raise ValueError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
+    raise ConfigurationError(f"unknown profile {name!r}; known: {', '.join(PROFILES)}")
 
 
 PROFILES = ("caleida", "ccai", "eev", "rkt", "standard", "hmac")

@@ -67,7 +67,7 @@ from jinja2.loaders import split_template_path
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from airhook.core.errors import TemplateRenderError
+from airhook.core.errors import AirhookError, TemplateRenderError
 
 __all__ = [
     "DEFAULT_MAX_OUTPUT_CHARS",
@@ -461,7 +461,7 @@ def _timeout_message(seconds: float) -> str:
     return f"rendering took longer than {seconds:g} seconds, the render time limit"
 
 
-class _RenderTimeout(TemplateRuntimeError):
+class _RenderTimeout(TemplateRuntimeError, AirhookError):
     """The render ran past its deadline (reported as a TemplateRenderError naming the line)."""
 
     def __init__(self, seconds: float) -> None:

@@ -9,6 +9,9 @@ a primary and an optional secondary secret, the sender signs with both, the rece
 either. A new primary is never generated directly; instead a new secondary is generated and the two
 are swapped. Because every step keeps one secret of the step before, no delivery signed under the
 previous state fails under the next one.
+
+Stored secrets are encrypted by a :class:`Cipher`: the store takes one, the shell builds it
+(Airflow's Fernet, ``airhook.crypto``), so neither the core nor the store imports Airflow.
 """
 
 from __future__ import annotations
@@ -18,13 +21,23 @@ import hashlib
 import hmac
 import secrets as _random
 from dataclasses import dataclass
-from typing import NoReturn
+from typing import NoReturn, Protocol
 
-__all__ = ["SECRET_PREFIX", "Secret", "SecretPair", "generate_secret"]
+from airhook.core.errors import ConfigurationError
+
+__all__ = ["SECRET_PREFIX", "Cipher", "Secret", "SecretPair", "generate_secret"]
 
 #: Prefix of generated secrets, as Standard Webhooks, Svix and RKT spell them.
 SECRET_PREFIX = "whsec_"  # noqa: S105 (a prefix, not a secret)
 _SECRET_BYTES = 32
+
+
+class Cipher(Protocol):
+    """Symmetric encryption, as ``cryptography.fernet.Fernet`` provides it."""
+
+    def encrypt(self, data: bytes) -> bytes: ...
+
+    def decrypt(self, token: bytes) -> bytes: ...
 
 
 class Secret:
@@ -36,7 +49,7 @@ class Secret:
         if not isinstance(value, str):
             raise TypeError("a secret is a str")
         if not value:
-            raise ValueError("a secret may not be empty")
+            raise ConfigurationError("a secret may not be empty")
         self._value = value
 
     def reveal(self) -> str:
@@ -104,7 +117,7 @@ class SecretPair:
         :meth:`with_new_secondary`, so a sender that has not yet switched keeps working.
         """
         if self.secondary is None:
-            raise ValueError("generate a secondary secret before rotating")
+            raise ConfigurationError("generate a secondary secret before rotating")
         return SecretPair(primary=self.secondary, secondary=self.primary)
 
     def regeneration_steps(self) -> tuple[SecretPair, SecretPair, SecretPair]:

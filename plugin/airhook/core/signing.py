@@ -37,7 +37,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from airhook.core.errors import SignatureError
+from airhook.core.errors import ConfigurationError, SignatureError
 from airhook.core.secrets import SECRET_PREFIX, Secret
 
 __all__ = [
@@ -142,7 +142,9 @@ def _decode_standard_secret(secret: str) -> bytes:
         return base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         # A configuration error, not a delivery error: the message names no part of the secret.
-        raise ValueError("a standard-webhooks secret must be base64 after 'whsec_'") from exc
+        raise ConfigurationError(
+            "a standard-webhooks secret must be base64 after 'whsec_'"
+        ) from exc
 
 
 def _require_secrets(secrets: Sequence[SecretLike]) -> None:
@@ -338,7 +340,7 @@ class CcaiScheme:
     ) -> dict[str, str]:
         _require_secrets(secrets)
         if len(secrets) > 2:
-            raise ValueError("CCAI signs with a primary and at most one secondary secret")
+            raise ConfigurationError("CCAI signs with a primary and at most one secondary secret")
         timestamp = str(int(now))
         message = timestamp.encode() + body
         parts = [
@@ -419,12 +421,14 @@ class HmacScheme:
 
     def __post_init__(self) -> None:
         if self.encoding not in ("hex", "base64"):
-            raise ValueError("encoding is 'hex' or 'base64'")
+            raise ConfigurationError("encoding is 'hex' or 'base64'")
         if self.content.count("{body}") != 1:
-            raise ValueError("content must contain {body} exactly once")
+            raise ConfigurationError("content must contain {body} exactly once")
         uses_timestamp = "{timestamp}" in self.content
         if uses_timestamp != (self.timestamp_header is not None):
-            raise ValueError("content uses {timestamp} exactly when timestamp_header is set")
+            raise ConfigurationError(
+                "content uses {timestamp} exactly when timestamp_header is set"
+            )
 
     def _message(self, body: bytes, timestamp: str | None) -> bytes:
         before, _, after = self.content.partition("{body}")
@@ -498,5 +502,7 @@ def get_scheme(name: str, **options: object) -> SigningScheme:
     try:
         cls = SCHEMES[name]
     except KeyError:
-        raise ValueError(f"unknown signing scheme {name!r}; known: {sorted(SCHEMES)}") from None
+        raise ConfigurationError(
+            f"unknown signing scheme {name!r}; known: {sorted(SCHEMES)}"
+        ) from None
     return cls(**options)  # type: ignore[arg-type]

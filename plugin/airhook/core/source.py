@@ -16,6 +16,7 @@ from typing import Any
 
 from airhook.core.access import BasicCredentials, IpAllowList
 from airhook.core.catalog import EventPattern, matches
+from airhook.core.errors import ConfigurationError
 from airhook.core.profiles import PROFILES
 from airhook.core.secrets import Secret, SecretPair
 from airhook.core.signing import SCHEMES, SigningScheme, get_scheme
@@ -47,32 +48,38 @@ class Source:
 
     def __post_init__(self) -> None:
         if not SOURCE_NAME_RE.fullmatch(self.name):
-            raise ValueError(
+            raise ConfigurationError(
                 "a source name is 1-100 lower-case letters, digits, '-' or '_', "
                 "starting with a letter or digit"
             )
         if self.profile not in PROFILES:
-            raise ValueError(f"unknown profile {self.profile!r}; known: {', '.join(PROFILES)}")
+            raise ConfigurationError(
+                f"unknown profile {self.profile!r}; known: {', '.join(PROFILES)}"
+            )
         if self.scheme is not None and self.scheme not in SCHEMES:
-            raise ValueError(f"unknown signing scheme {self.scheme!r}; known: {sorted(SCHEMES)}")
+            raise ConfigurationError(
+                f"unknown signing scheme {self.scheme!r}; known: {sorted(SCHEMES)}"
+            )
         if self.scheme is not None and self.secrets is None:
-            raise ValueError(f"signing scheme {self.scheme!r} needs a secret")
+            raise ConfigurationError(f"signing scheme {self.scheme!r} needs a secret")
         if self.scheme is None and not (self.bearer_tokens or self.basic_credentials):
-            raise ValueError("a source must authenticate: a signing scheme, bearer or basic auth")
+            raise ConfigurationError(
+                "a source must authenticate: a signing scheme, bearer or basic auth"
+            )
         if not self.events:
-            raise ValueError("a source accepts at least one event pattern ('*' for all)")
+            raise ConfigurationError("a source accepts at least one event pattern ('*' for all)")
         for pattern in self.events:
-            EventPattern(pattern)  # raises ValueError for a bad pattern
-        IpAllowList(self.allow_ips)  # raises ValueError for a bad network
+            EventPattern(pattern)  # raises ConfigurationError for a bad pattern
+        IpAllowList(self.allow_ips)  # raises ConfigurationError for a bad network
         if self.max_body_bytes is not None and self.max_body_bytes < 1:
-            raise ValueError("max_body_bytes must be positive")
+            raise ConfigurationError("max_body_bytes must be positive")
         if self.scheme is not None:
             self.signing_scheme()  # unknown or inconsistent options fail now, not per request
 
     def signing_scheme(self, tolerance: int | None = None) -> SigningScheme:
         """Return the configured scheme (with ``tolerance`` where the scheme takes one)."""
         if self.scheme is None:
-            raise ValueError(f"source {self.name!r} has no signing scheme")
+            raise ConfigurationError(f"source {self.name!r} has no signing scheme")
         options = dict(self.scheme_options)
         options.pop("event_field", None)  # a profile option, not the scheme's
         if tolerance is not None and self.scheme in ("standard", "ccai", "hmac"):
@@ -80,7 +87,7 @@ class Source:
         try:
             return get_scheme(self.scheme, **options)
         except TypeError as exc:
-            raise ValueError(f"bad options for scheme {self.scheme!r}: {exc}") from None
+            raise ConfigurationError(f"bad options for scheme {self.scheme!r}: {exc}") from None
 
     def accepts(self, event: str, chatbot_id: str | None) -> bool:
         """Return whether this source takes the event (patterns and chatbot filter)."""

@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 from airhook.core.catalog import EventPattern, matches
 from airhook.core.delivery_rules import DEFAULT_SCHEDULE, RetryPolicy
+from airhook.core.errors import ConfigurationError
 from airhook.core.secrets import Secret, SecretPair
 from airhook.core.signing import SCHEMES, SigningScheme, get_scheme
 
@@ -121,70 +122,76 @@ class Subscription:
 
     def __post_init__(self) -> None:
         if not SUBSCRIPTION_NAME_RE.fullmatch(self.name):
-            raise ValueError(
+            raise ConfigurationError(
                 "a subscription name is 1-100 lower-case letters, digits, '-' or '_', "
                 "starting with a letter or digit"
             )
         self._check_url()
         if isinstance(self.events, str) or not self.events:
-            raise ValueError("a subscription takes a list of event patterns ('*' for all)")
+            raise ConfigurationError("a subscription takes a list of event patterns ('*' for all)")
         for pattern in self.events:
-            EventPattern(pattern)  # raises ValueError for a bad pattern
+            EventPattern(pattern)  # raises ConfigurationError for a bad pattern
         if isinstance(self.chatbot_ids, str) or any(
             not isinstance(c, str) or not c for c in self.chatbot_ids
         ):
-            raise ValueError("chatbot_ids is a list of non-empty chatbot ids")
+            raise ConfigurationError("chatbot_ids is a list of non-empty chatbot ids")
         if self.scheme is not None:
             if self.scheme not in SCHEMES:
-                raise ValueError(
+                raise ConfigurationError(
                     f"unknown signing scheme {self.scheme!r}; known: {sorted(SCHEMES)}"
                 )
             if self.secrets is None:
-                raise ValueError(f"signing scheme {self.scheme!r} needs a secret")
+                raise ConfigurationError(f"signing scheme {self.scheme!r} needs a secret")
             scheme = self.signing_scheme()  # bad options fail now, not at the first delivery
             try:
                 # A secret the scheme cannot use (standard: not base64 after whsec_; ccai: more
                 # than two) fails now too, rather than at every delivery.
                 scheme.sign(b"", self.signing_secrets(), now=0, message_id="msg_check")  # type: ignore[union-attr]
             except ValueError as exc:
-                raise ValueError(f"secret unusable with scheme {self.scheme!r}: {exc}") from None
+                raise ConfigurationError(
+                    f"secret unusable with scheme {self.scheme!r}: {exc}"
+                ) from None
         if self.method not in METHODS:
-            raise ValueError(f"method is one of {', '.join(METHODS)}, not {self.method!r}")
+            raise ConfigurationError(f"method is one of {', '.join(METHODS)}, not {self.method!r}")
         if self.timeout is not None and not 0 < self.timeout <= MAX_TIMEOUT_SECONDS:
-            raise ValueError(f"timeout is more than 0 and at most {MAX_TIMEOUT_SECONDS:g} s")
+            raise ConfigurationError(
+                f"timeout is more than 0 and at most {MAX_TIMEOUT_SECONDS:g} s"
+            )
         for name, value in self.headers.items():
             if not _HEADER_NAME_RE.fullmatch(name):
-                raise ValueError(f"{name!r} is not a valid header name")
+                raise ConfigurationError(f"{name!r} is not a valid header name")
             if name.lower() in RESERVED_HEADERS:
-                raise ValueError(f"header {name!r} is set by airhook and may not be replaced")
+                raise ConfigurationError(
+                    f"header {name!r} is set by airhook and may not be replaced"
+                )
             if not isinstance(value, Secret):
                 raise TypeError("header values are Secret instances")
             if any(c in value.reveal() for c in "\r\n\0"):
-                raise ValueError(f"header {name!r} has a line break in its value")
+                raise ConfigurationError(f"header {name!r} has a line break in its value")
         if self.body_template is not None and not self.body_template.strip():
-            raise ValueError("body_template is a template name or source, or None")
+            raise ConfigurationError("body_template is a template name or source, or None")
         if len(self.retry_schedule) > MAX_SCHEDULE_LENGTH:
-            raise ValueError(f"a retry schedule has at most {MAX_SCHEDULE_LENGTH} attempts")
-        self.retry_policy()  # raises ValueError for an empty or negative schedule
+            raise ConfigurationError(f"a retry schedule has at most {MAX_SCHEDULE_LENGTH} attempts")
+        self.retry_policy()  # raises ConfigurationError for an empty or negative schedule
         if self.consecutive_failures < 0:
-            raise ValueError("consecutive_failures is not negative")
+            raise ConfigurationError("consecutive_failures is not negative")
         if self.active and self.disabled_at is not None:
-            raise ValueError("an active subscription has no disabled_at")
+            raise ConfigurationError("an active subscription has no disabled_at")
 
     def _check_url(self) -> None:
         if not isinstance(self.url, str) or len(self.url) > 2048:
-            raise ValueError("a subscription URL is a string of at most 2048 characters")
+            raise ConfigurationError("a subscription URL is a string of at most 2048 characters")
         if any(c.isspace() for c in self.url):
-            raise ValueError("a subscription URL has no whitespace")
+            raise ConfigurationError("a subscription URL has no whitespace")
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https"):
-            raise ValueError("a subscription URL starts with https:// or http://")
+            raise ConfigurationError("a subscription URL starts with https:// or http://")
         if not parts.hostname:
-            raise ValueError("a subscription URL names a host")
+            raise ConfigurationError("a subscription URL names a host")
         try:
             parts.port  # noqa: B018 (urlsplit checks the port only when asked)
         except ValueError:
-            raise ValueError("a subscription URL has a bad port") from None
+            raise ConfigurationError("a subscription URL has a bad port") from None
 
     # --- what the engine asks ----------------------------------------------------------------
 
@@ -213,7 +220,7 @@ class Subscription:
         try:
             return get_scheme(self.scheme, **dict(self.scheme_options))
         except TypeError as exc:
-            raise ValueError(f"bad options for scheme {self.scheme!r}: {exc}") from None
+            raise ConfigurationError(f"bad options for scheme {self.scheme!r}: {exc}") from None
 
     def signing_secrets(self) -> Sequence[Secret]:
         """The secrets to sign with, primary first (schemes that take one use the primary)."""
@@ -249,5 +256,5 @@ class Subscription:
 
     def _pair(self) -> SecretPair:
         if self.secrets is None:
-            raise ValueError(f"subscription {self.name!r} has no signing secret")
+            raise ConfigurationError(f"subscription {self.name!r} has no signing secret")
         return self.secrets

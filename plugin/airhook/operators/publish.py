@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airhook.core.delivery_rules import message_id
-from airhook.core.errors import PayloadError
+from airhook.core.errors import ConfigurationError, PayloadError
 from airhook.fanout import DEFAULT_CONCURRENCY, DeliveryEngine, Event, Summary
 from airhook.triggers import MIN_DEFER_SECONDS, SETTLE_SECONDS
 from airhook.triggers.delay import WebhookDelayTrigger
@@ -284,7 +284,7 @@ def publish_events(
         try:
             context = get_current_context()
         except RuntimeError:
-            raise ValueError("outside a task, publish_events needs a key") from None
+            raise ConfigurationError("outside a task, publish_events needs a key") from None
         prefix, publication = _key_prefix(context), publication_id(context)
     else:
         prefix, publication = key, message_id(key, prefix="pub_")

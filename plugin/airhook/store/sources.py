@@ -10,41 +10,23 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import sqlalchemy as sa
 from cryptography.fernet import InvalidToken
 from sqlalchemy.exc import IntegrityError
 
 from airhook.core.access import BasicCredentials
-from airhook.core.secrets import Secret, SecretPair
+from airhook.core.errors import SourceExistsError, SourceNotFoundError
+from airhook.core.secrets import Cipher, Secret, SecretPair
 from airhook.core.source import Source
 from airhook.store.engine import Store
 from airhook.store.tables import sources
 from airhook.store.times import aware as _aware
 from airhook.store.times import utc_now as _now
 
-__all__ = ["Cipher", "SourceExistsError", "SourceNotFoundError", "SourceRepository"]
-
-
-class Cipher(Protocol):
-    """Symmetric encryption, as ``cryptography.fernet.Fernet`` provides it."""
-
-    def encrypt(self, data: bytes) -> bytes: ...
-
-    def decrypt(self, token: bytes) -> bytes: ...
-
-
-class SourceExistsError(ValueError):
-    """A source of that name exists already."""
-
-
-class SourceNotFoundError(KeyError):
-    """No source of that name."""
-
-    def __str__(self) -> str:
-        # KeyError's own str() is the repr of its key ("'name'"), which says nothing to a user.
-        return f"no source named {self.args[0]!r}" if self.args else "no such source"
+# The errors are defined in the core's one tree and named here too, where they are raised.
+__all__ = ["SourceExistsError", "SourceNotFoundError", "SourceRepository"]
 
 
 class SourceRepository:
@@ -116,7 +98,7 @@ class SourceRepository:
     def create(self, source: Source) -> Source:
         """Store a new source; raise :class:`SourceExistsError` if the name is taken."""
         now = _now()
-        taken = SourceExistsError(f"source {source.name!r} exists already")
+        taken = SourceExistsError(source.name)
         try:
             with self._store.begin() as connection:
                 exists = connection.scalar(

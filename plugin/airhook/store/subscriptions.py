@@ -13,11 +13,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from airhook.core.secrets import Secret, SecretPair
+from airhook.core.errors import SubscriptionExistsError, SubscriptionNotFoundError
+from airhook.core.secrets import Cipher, Secret, SecretPair
 from airhook.core.subscription import Subscription
 from airhook.store.engine import Store
 from airhook.store.outbox import pause_pending, resume_paused
-from airhook.store.sources import Cipher
 from airhook.store.tables import attempts, deliveries, subscriptions
 from airhook.store.times import aware as _aware
 from airhook.store.times import to_utc as _utc
@@ -28,18 +28,6 @@ __all__ = [
     "SubscriptionNotFoundError",
     "SubscriptionRepository",
 ]
-
-
-class SubscriptionExistsError(ValueError):
-    """A subscription of that name exists already."""
-
-
-class SubscriptionNotFoundError(KeyError):
-    """No subscription of that name."""
-
-    def __str__(self) -> str:
-        # KeyError's own str() is the repr of its key, which says nothing to a user.
-        return f"no subscription named {self.args[0]!r}" if self.args else "no such subscription"
 
 
 class SubscriptionRepository:
@@ -117,7 +105,7 @@ class SubscriptionRepository:
     def create(self, subscription: Subscription) -> Subscription:
         """Store a new subscription; raise :class:`SubscriptionExistsError` if the name is taken."""
         now = _now()
-        taken = SubscriptionExistsError(f"subscription {subscription.name!r} exists already")
+        taken = SubscriptionExistsError(subscription.name)
         try:
             with self._store.begin() as connection:
                 exists = connection.scalar(

@@ -9,6 +9,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
+from airhook.core.errors import ConfigurationError
+
 __all__ = ["WebhookDelayTrigger"]
 
 #: The longest single sleep: the clock is read again after it, so a wait follows clock
@@ -32,7 +34,7 @@ class WebhookDelayTrigger(BaseTrigger):
         super().__init__()
         parsed = datetime.fromisoformat(moment)
         if parsed.tzinfo is None:
-            raise ValueError("moment needs a time zone")
+            raise ConfigurationError("moment needs a time zone")
         self.moment = moment
         self.state = dict(state or {})
 
