@@ -32,6 +32,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from airhook.core.errors import ConflictError, DeliveryNotFoundError
 from airhook.store.chunks import chunks
 from airhook.store.driver import Driver, driver_of
 from airhook.store.engine import Store
@@ -80,13 +81,6 @@ _SETTLE_TAIL = (
     ") AS v(status, next_attempt_at, last_status_code, last_error, updated_at, finished_at,"
     " message_id) WHERE d.message_id = v.message_id AND d.status = 'sending'"
 )
-
-
-class DeliveryNotFoundError(KeyError):
-    """No delivery with that id."""
-
-    def __str__(self) -> str:
-        return f"no delivery {self.args[0]!r}" if self.args else "no such delivery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -885,7 +879,7 @@ class OutboxRepository:
                 )
                 if exists is None:
                     raise DeliveryNotFoundError(message_id)
-                raise ValueError(f"delivery {message_id} is being sent right now")
+                raise ConflictError("delivery", message_id, "it is being sent right now")
             names = sorted({name for _, name in rows})
             active = {
                 name: bool(flag)
