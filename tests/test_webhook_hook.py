@@ -947,6 +947,115 @@ def test_result_reports_latency_and_a_short_excerpt(
     assert 0.05 <= result.latency < 2
 
 
+# --- Airflow's log masker ----------------------------------------------------------------------
+
+_TOO_SHORT = "too short"
+
+
+def _handed_over(monkeypatch: pytest.MonkeyPatch, **fields: Any) -> WebhookHook:
+    """A hook whose connection is handed over as is, as Airflow's "Test" button does: not fetched
+    through the secrets backends, whose own fetch walks the extra with the masker."""
+    from airflow.sdk import Connection
+
+    conn = Connection(conn_id="wh_mask", conn_type="airhook_webhook", **fields)
+    monkeypatch.setattr(WebhookHook, "get_connection", classmethod(lambda cls, conn_id: conn))
+    # Airflow warns about a short value once per process: let this test see its own.
+    from airflow.sdk._shared.secrets_masker.secrets_masker import SecretsMasker
+
+    monkeypatch.setattr(SecretsMasker, "_has_warned_short_secret", False)
+    return WebhookHook("wh_mask")
+
+
+def _logs(caplog: pytest.LogCaptureFixture, capsys: pytest.CaptureFixture[str]) -> str:
+    captured = capsys.readouterr()
+    return caplog.text + captured.out + captured.err
+
+
+def test_reading_a_connection_hands_the_masker_no_value_too_short_for_it(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hook = _handed_over(
+        monkeypatch,
+        host="api.example.com",
+        password="a-long-signing-secret-0001",
+        extra=json.dumps(
+            {
+                "signing": "rkt",
+                "auth": "none",
+                "path": "/v1",
+                "verify_tls": "true",
+                "secondary_secret": "",
+                "headers": {"X-Env": "dev", "X-Api-Key": "k-long-api-key-0002"},
+            }
+        ),
+    )
+    with caplog.at_level("INFO"):
+        assert hook.settings.base_url == "https://api.example.com/v1"
+        assert _TOO_SHORT not in _logs(caplog, capsys)
+        from airflow.sdk.log import mask_secret
+
+        mask_secret("abc")  # the warning, when there is one, is seen here
+        assert _TOO_SHORT in _logs(caplog, capsys)
+
+
+def test_every_secret_of_a_connection_is_masked_in_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.log import redact as masked
+
+    secrets = {
+        "password": "a-long-signing-secret-0003",
+        "secondary": "a-long-secondary-secret-0004",
+        "token": "a-long-bearer-token-0005",
+        "api_key": "k-long-api-key-0006",
+    }
+    hook = _handed_over(
+        monkeypatch,
+        host="https://api.example.com/hook",
+        password=secrets["password"],
+        extra=json.dumps(
+            {
+                "signing": "ccai",
+                "secondary_secret": secrets["secondary"],
+                "token": secrets["token"],
+                "headers": {"X-Api-Key": secrets["api_key"], "X-Env": "dev"},
+            }
+        ),
+    )
+    assert hook.settings.authorization is not None
+    for name, secret in secrets.items():
+        assert secret not in masked(f"logged: {secret}"), name
+    assert masked("logged: dev") == "logged: dev"
+
+
+def test_a_secondary_secret_is_masked_without_a_scheme_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow.sdk.log import redact as masked
+
+    extra = json.dumps({"secondary_secret": "a-long-unused-secret-0007"})
+    hook = _handed_over(monkeypatch, host="https://api.example.com/hook", extra=extra)
+    assert hook.settings.scheme is None
+    assert "a-long-unused-secret-0007" not in masked("logged: a-long-unused-secret-0007")
+
+
+def test_a_secret_too_short_to_mask_is_named_never_shown(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    hook = _handed_over(monkeypatch, host="https://api.example.com/hook", password="q7Z")
+    with caplog.at_level("INFO"):
+        assert hook.settings.authorization is not None  # sent as a bearer token all the same
+        logs = _logs(caplog, capsys)
+    assert "connection 'wh_mask': the password is shorter than 5 characters" in logs
+    assert "q7Z" not in logs
+
+
+def test_an_extra_that_is_not_json_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    hook = _handed_over(monkeypatch, host="https://api.example.com/hook", extra='{"signing": ')
+    with pytest.raises(ValueError, match="connection 'wh_mask': extra is not JSON"):
+        hook.resolve_url(None)
+
+
 # --- attempts and retries ------------------------------------------------------------------
 
 

@@ -155,6 +155,26 @@ class _Settings:
     redact: tuple[str, ...] = ()
 
 
+def _extra_of(text: str | None, where: str) -> dict[str, Any]:
+    """Parse a connection's extra.
+
+    Not ``conn.extra_dejson``: that hands the whole dict to Airflow's log masker, which warns
+    "Skipping masking for a secret as it's too short" for any short value (a scheme name such as
+    ``rkt``, ``auth`` ``none``) before it looks at the key; the hook masks the extra's secrets
+    itself, field by field. And an extra that is not JSON is refused here, where
+    ``extra_dejson`` would log it and carry on with none (unsigned calls).
+    """
+    if not text:
+        return {}
+    try:
+        extra = json.loads(text)
+    except ValueError:
+        raise ValueError(f"{where}: extra is not JSON") from None
+    if not isinstance(extra, dict):
+        raise ValueError(f"{where}: extra is a JSON object")
+    return extra
+
+
 def _flag(value: Any, name: str) -> bool:
     if isinstance(value, bool):
         return value
@@ -253,7 +273,7 @@ class WebhookHook(BaseHook):
         conn = self.get_connection(self.webhook_conn_id)
         where = f"connection {self.webhook_conn_id!r}"
         extra: dict[str, Any] = {}
-        for key, value in (conn.extra_dejson or {}).items():
+        for key, value in _extra_of(conn.extra, where).items():
             name = key.removeprefix(_EXTRA_PREFIX)
             if name not in _EXTRA_KEYS:
                 raise ValueError(f"{where}: unknown extra {name!r}; known: {sorted(_EXTRA_KEYS)}")
@@ -327,22 +347,30 @@ class WebhookHook(BaseHook):
             verify = str(extra["ca_bundle"])
         timeout = float(extra["timeout"]) if "timeout" in extra else None
 
-        redact = [s.reveal() for s in secrets]
-        if token is not None:
-            redact.append(token.reveal())
+        # (where it came from, the value, whether it is surely a secret)
+        sensitive: list[tuple[str, str, bool]] = []
         if password is not None:
-            redact.append(password.reveal())
+            sensitive.append(("the password", password.reveal(), True))
+        if "secondary_secret" in extra:  # a secret even when no scheme signs with it
+            sensitive.append(("extra 'secondary_secret'", str(extra["secondary_secret"]), True))
+        if token is not None:
+            sensitive.append(("extra 'token'", token.reveal(), True))
         if basic is not None:
-            redact.append(basic)
+            sensitive.append(("the basic credentials", basic, True))
         # Extra headers are where API keys go; only well-known ones are not secret.
-        redact += [str(v) for k, v in headers.items() if str(k).lower() not in _PUBLIC_HEADERS]
+        sensitive += [
+            (f"extra header {k!r}", str(v), False)
+            for k, v in headers.items()
+            if str(k).lower() not in _PUBLIC_HEADERS
+        ]
         path = urlsplit(base_url).path if base_url else ""
         if base_url and len(path) >= _CREDENTIAL_PATH_CHARS:
             # For Slack's or Zapier's incoming webhooks the URL's path is the credential, and
             # such paths are long; a bare origin or a short API path would only blank ordinary
             # text in answers (links, "self" URLs).
-            redact += [base_url, path]
-        self._mask(redact)
+            sensitive += [("the URL", base_url, True), ("the URL's path", path, True)]
+        self._mask(sensitive)
+        redact = [value for _, value, _ in sensitive]
         return _Settings(
             base_url=base_url,
             scheme=scheme_obj,
@@ -354,13 +382,32 @@ class WebhookHook(BaseHook):
             redact=sensitive_forms(redact),
         )
 
-    @staticmethod
-    def _mask(values: list[str]) -> None:
-        """Register secrets with Airflow's log masker (belt and braces: we never log them)."""
+    def _mask(self, sensitive: list[tuple[str, str, bool]]) -> None:
+        """Register secrets with Airflow's log masker (belt and braces: we never log them).
+
+        The masker refuses values shorter than ``[logging] min_length_masked_secret`` (5) with
+        a warning that names nothing ("Skipping masking for a secret as it's too short"), so
+        only values it accepts are handed to it. A value shorter than that is not hidden from
+        logs whoever registers it: a sure secret (a password, a token) is named in a warning of
+        ours, never its value; a short header value (``X-Env: dev``) is no API key and passes.
+
+        :param sensitive: (where the value came from, the value, whether it is surely a secret).
+        """
+        from airflow.configuration import conf
         from airflow.sdk.log import mask_secret
 
-        for value in values:
-            mask_secret(value)
+        shortest = conf.getint("logging", "min_length_masked_secret", fallback=5)
+        for where, value, surely_secret in sensitive:
+            if len(value) >= shortest:
+                mask_secret(value)
+            elif value and surely_secret:
+                self.log.warning(
+                    "connection %r: %s is shorter than %d characters, too short for Airflow's "
+                    "log masker to hide",
+                    self.webhook_conn_id,
+                    where,
+                    shortest,
+                )
 
     def get_conn(self) -> requests.Session:
         """Return the session, created on first use and reused: connections are pooled."""
