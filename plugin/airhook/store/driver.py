@@ -19,10 +19,14 @@ import sqlalchemy as sa
 from airhook.store.engine import Store
 from airhook.store.times import to_utc
 
-__all__ = ["Driver", "driver_of"]
+__all__ = ["ROWS_PER_STATEMENT", "Driver", "driver_of"]
 
 # "?" for sqlite3; "%s" for psycopg2, psycopg and pg8000 (pyformat drivers take it too).
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+#: Rows per multi-row statement: 500 rows of at most 11 values stay below SQLite's (32,766) and
+#: PostgreSQL's (65,535) parameter limits.
+ROWS_PER_STATEMENT = 500
 
 
 @dataclass(frozen=True, slots=True)
