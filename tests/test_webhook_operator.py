@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import runpy
 import textwrap
 from collections.abc import Iterator
@@ -719,6 +720,29 @@ def test_example_dag_parses_without_its_connection(monkeypatch: pytest.MonkeyPat
     # Its default event is Caleida's documented sample, valid as a summary.
     sample = load_catalog().event("caleida", "insight.summary").sample
     assert namespace["SAMPLE_SUMMARY"] == sample
+
+
+def _operator_examples() -> list[str]:
+    text = (REPO / "docs" / "operators.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    return [block for block in blocks if "WebhookOperator(" in block]
+
+
+@pytest.mark.parametrize("example", _operator_examples(), ids=lambda block: block[:40])
+def test_docs_examples_index_only_results_a_task_splits(example: str) -> None:
+    # picked["event"] reads the XCom named "event", which only a multiple_outputs task pushes:
+    # from a plain @task it fails at run time with XComNotFound.
+    from airflow.sdk import task
+    from airflow.sdk.definitions.xcom_arg import PlainXComArg
+
+    with DAG("docs_example", schedule=None) as dag:
+        exec(example, {"task": task, "WebhookOperator": WebhookOperator})
+    senders = [t for t in dag.tasks if isinstance(t, WebhookOperator)]
+    assert senders
+    for sender in senders:
+        for value in [*sender.template_vars.values(), sender.event_key]:
+            if isinstance(value, PlainXComArg) and value.key != "return_value":
+                assert value.operator.multiple_outputs, (sender.task_id, value.key)
 
 
 def test_event_rendered_to_text_is_refused_with_a_hint(
