@@ -2,11 +2,13 @@
 
 Each call pays for importing Airflow (about two seconds), so the module makes every call once, in
 one parallel batch against sources seeded directly through the repository, and the tests assert
-on the results.
+on the results. The parser and the mapping of errors to exit statuses are tested in process, on
+what needs neither Airflow nor the store.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -20,11 +22,19 @@ from typing import Any
 import pytest
 from cryptography.fernet import Fernet
 
+import airhook.cli as cli_package
+import airhook.cli.sources as cli_sources
+from airhook.cli import build_parser, main
 from airhook.core.access import BasicCredentials
+from airhook.core.errors import AirhookError, ConfigurationError, ConflictError, SetupError
+from airhook.core.profiles import PROFILES
 from airhook.core.secrets import Secret, SecretPair
+from airhook.core.signing import SCHEMES
 from airhook.core.source import Source
+from airhook.core.subscription import METHODS
 from airhook.store import Store
 from airhook.store.migrate import current_revision, head_revision
+from airhook.store.outbox import STATUSES
 from airhook.store.sources import SourceNotFoundError, SourceRepository
 
 SEEDED_SECRETS = {
@@ -445,8 +455,6 @@ def test_delete_removes_the_source(
         ("bad-secret-file", "cannot read the secret file '/nonexistent/secret'"),
         ("bad-empty-stdin", "no secret in '-'"),
         ("bad-unknown-source", "no source named 'nope'"),
-        ("empty-key", "[core] fernet_key is empty"),
-        ("wrong-key", "cannot decrypt the stored credentials"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_and_no_traceback(
@@ -456,7 +464,31 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
-    assert not result.stdout.strip() or call == "empty-key"
+    assert not result.stdout.strip()
+
+
+def test_the_secret_error_names_the_options_that_give_one(
+    results: Mapping[str, subprocess.CompletedProcess[str]],
+) -> None:
+    stderr = results["bad-no-secret"].stderr
+    assert "--secret-file" in stderr
+    assert "--generate-secret" in stderr
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        ("empty-key", "[core] fernet_key is empty"),
+        ("wrong-key", "cannot decrypt the stored credentials"),
+    ],
+)
+def test_a_setup_problem_exits_1_with_a_message_and_no_traceback(
+    results: Mapping[str, subprocess.CompletedProcess[str]], call: str, message: str
+) -> None:
+    result = results[call]
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
 
 
 def test_bad_input_creates_nothing(
@@ -467,3 +499,134 @@ def test_bad_input_creates_nothing(
     assert repo.get("dup").secrets == SecretPair(Secret(SEEDED_SECRETS["dup"][0]))
     names = set(repo.iter_names())
     assert not names & {"bad1", "bad2", "bad3", "bad4", "bad5", "bad6"}
+
+
+# --- the parser and the error mapping, in process --------------------------------------------
+
+
+def _commands(
+    parser: argparse.ArgumentParser, path: tuple[str, ...] = ()
+) -> Iterator[tuple[tuple[str, ...], argparse.ArgumentParser]]:
+    """Every parser of the command, with the words that reach it."""
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def _choices(path: tuple[str, ...], option: str) -> list[str]:
+    parser = dict(_commands(build_parser()))[path]
+    found = [a for a in parser._actions if option in a.option_strings]
+    assert found, (path, option)
+    return list(found[0].choices or ())
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run main() here without it redirecting the "airhook" logger of the test process."""
+    monkeypatch.setattr(cli_package, "_configure_logging", lambda: None)
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    commands = list(_commands(build_parser()))
+    assert len(commands) > 20
+    missing = []
+    for path, parser in commands:
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                helps = {choice.dest: choice.help for choice in action._choices_actions}
+                missing += [
+                    " ".join((*path, name))
+                    for name in action.choices
+                    if not (helps.get(name) or "").strip()
+                ]
+            if not (action.help or "").strip() or action.help == argparse.SUPPRESS:
+                missing.append(f"{' '.join(path)}: {action.option_strings or action.dest}")
+    assert not missing
+
+
+def test_top_level_help_is_one_clean_line_and_an_epilog(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    shown = capsys.readouterr().out
+    assert "`" not in shown
+    assert "Manage airhook's webhook sources, subscriptions and deliveries." in shown
+    assert "exit status: 0 done; 1 failed" in shown
+    for group in ("sources", "events", "subscriptions", "deliveries", "db"):
+        assert f"\n    {group}" in shown
+
+
+def test_scheme_and_profile_choices_come_from_the_core_registries() -> None:
+    assert _choices(("sources", "create"), "--profile") == list(PROFILES)
+    for path in (("sources", "create"), ("subscriptions", "create")):
+        assert set(_choices(path, "--scheme")) == {*SCHEMES, "none"}
+    assert _choices(("subscriptions", "create"), "--method") == list(METHODS)
+    assert _choices(("deliveries", "list"), "--status") == list(STATUSES)
+
+
+def test_a_lower_case_method_is_accepted() -> None:
+    args = build_parser().parse_args(
+        ["subscriptions", "create", "a", "--url", "x", "--method", "put"]
+    )
+    assert args.method == "PUT"
+
+
+def _never(*args: Any, **kwargs: Any) -> Any:
+    raise AssertionError("the store is opened only after the input is checked")
+
+
+def test_a_scheme_without_a_secret_names_the_options_before_opening_the_store(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], in_process: None
+) -> None:
+    monkeypatch.setattr(cli_sources, "source_repository", _never)
+    assert main(["sources", "create", "new", "--profile", "rkt"]) == 2
+    stderr = capsys.readouterr().err
+    assert "signing scheme 'rkt' needs a secret" in stderr
+    assert "--secret-file" in stderr
+    assert "--generate-secret" in stderr
+
+
+class _Repository:
+    """A source repository whose get() raises what it is given."""
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def get(self, name: str) -> Source:
+        raise self.error
+
+
+def test_a_bug_is_not_swallowed_into_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, in_process: None
+) -> None:
+    monkeypatch.setattr(cli_sources, "source_repository", lambda: _Repository(KeyError("bug")))
+    with pytest.raises(KeyError, match="bug"):
+        main(["sources", "show", "any"])
+    monkeypatch.setattr(cli_sources, "source_repository", lambda: _Repository(ValueError("bug")))
+    with pytest.raises(ValueError, match="bug"):
+        main(["sources", "show", "any"])
+
+
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (SourceNotFoundError("any"), 2),
+        (ConfigurationError("bad value"), 2),
+        (SetupError("[core] fernet_key", "no key"), 1),
+        (ConflictError("delivery", "msg_1", "it is being sent right now"), 1),
+    ],
+)
+def test_airhook_errors_map_to_a_message_and_an_exit_status(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    in_process: None,
+    error: AirhookError,
+    status: int,
+) -> None:
+    monkeypatch.setattr(cli_sources, "source_repository", lambda: _Repository(error))
+    assert main(["sources", "show", "any"]) == status
+    assert capsys.readouterr().err == f"airhook: {error}\n"
