@@ -1169,7 +1169,7 @@ def test_a_sender_whose_claim_lapsed_cannot_settle_or_release_its_successors_cla
     """Sender A claims, stalls past its claim, sender B takes the delivery over: A's late
     outcome is logged but settles nothing (B's claim stays, no third sender can take it) and
     A's release hands nothing back; B's outcome settles it."""
-    from airhook.store.outbox import Attempt, Settled
+    from airhook.store.outbox import AttemptRecord, Settled
 
     SubscriptionRepository(store, cipher).create(subscription("a", "http://127.0.0.1:9/hook"))
     outbox = OutboxRepository(store)
@@ -1182,7 +1182,7 @@ def test_a_sender_whose_claim_lapsed_cannot_settle_or_release_its_successors_cla
     stale = outbox.record(
         [
             Settled(
-                Attempt("msg_1", "a", late, "retry", status_code=503),
+                AttemptRecord("msg_1", "a", late, "retry", status_code=503),
                 "pending",
                 next_attempt_at=late,
                 token=a.token,
@@ -1200,7 +1200,7 @@ def test_a_sender_whose_claim_lapsed_cannot_settle_or_release_its_successors_cla
     outbox.record(
         [
             Settled(
-                Attempt("msg_1", "a", done, "delivered", status_code=200),
+                AttemptRecord("msg_1", "a", done, "delivered", status_code=200),
                 "delivered",
                 token=b.token,
             )
@@ -1233,7 +1233,7 @@ def test_publish_does_not_report_a_delivery_another_sender_took_over(
 
 def test_a_lapsed_claims_failures_are_not_counted_twice(store: Store, cipher: Fernet) -> None:
     # Five deliveries fail for both the stale sender and its successor: five failures, not ten.
-    from airhook.store.outbox import Attempt, Settled
+    from airhook.store.outbox import AttemptRecord, Settled
 
     repository = SubscriptionRepository(store, cipher)
     repository.create(subscription("a", "http://127.0.0.1:9/hook"))
@@ -1247,7 +1247,9 @@ def test_a_lapsed_claims_failures_are_not_counted_twice(store: Store, cipher: Fe
         at = t0 + timedelta(seconds=seconds)
         outbox.record(
             [
-                Settled(Attempt(c.message_id, "a", at, "failed", 404), "failed", token=c.token)
+                Settled(
+                    AttemptRecord(c.message_id, "a", at, "failed", 404), "failed", token=c.token
+                )
                 for c in claimed
             ],
             disable_after=10,
@@ -1260,7 +1262,7 @@ def test_a_lapsed_claims_failures_are_not_counted_twice(store: Store, cipher: Fe
 def test_record_counts_every_attempt_even_of_one_delivery_twice(
     store: Store, cipher: Fernet
 ) -> None:
-    from airhook.store.outbox import Attempt, Settled
+    from airhook.store.outbox import AttemptRecord, Settled
 
     SubscriptionRepository(store, cipher).create(subscription("a", "http://127.0.0.1:9/hook"))
     engine = make_engine(store, cipher)
@@ -1269,11 +1271,13 @@ def test_record_counts_every_attempt_even_of_one_delivery_twice(
     mid = claimed.message_id
     at = datetime.now(timezone.utc)
     retry = Settled(
-        Attempt(mid, "a", at, "retry", 503, 1.5, "HTTP 503", "busy"),
+        AttemptRecord(mid, "a", at, "retry", 503, 1.5, "HTTP 503", "busy"),
         "pending",
         next_attempt_at=at,  # still claimed for the second attempt below
     )
-    done = Settled(Attempt(mid, "a", at + timedelta(seconds=1), "delivered", 200, 2.0), "delivered")
+    done = Settled(
+        AttemptRecord(mid, "a", at + timedelta(seconds=1), "delivered", 200, 2.0), "delivered"
+    )
     with store.begin() as connection:  # keep the claim between the two (as a claim would)
         connection.execute(deliveries.update().values(status="sending"))
     outbox.record([retry], disable_after=10)

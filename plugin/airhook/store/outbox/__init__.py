@@ -34,7 +34,7 @@ from airhook.store.outbox.records import (
     FINAL_FAILURES,
     STATUSES,
     Added,
-    Attempt,
+    AttemptRecord,
     Claimed,
     Delivery,
     DeliveryNotFoundError,
@@ -44,11 +44,15 @@ from airhook.store.outbox.records import (
 )
 from airhook.store.outbox.repository import OutboxRepository
 
+#: The former name of :class:`AttemptRecord`, kept while airhook.fanout still imports it (not
+#: in ``__all__``): drop it once nothing does.
+Attempt = AttemptRecord
+
 __all__ = [
     "FINAL_FAILURES",
     "STATUSES",
     "Added",
-    "Attempt",
+    "AttemptRecord",
     "Claimed",
     "Delivery",
     "DeliveryNotFoundError",

@@ -16,7 +16,7 @@ from airhook.store.chunks import chunks
 from airhook.store.engine import Store
 from airhook.store.outbox.records import (
     STATUSES,
-    Attempt,
+    AttemptRecord,
     Delivery,
     DeliveryNotFoundError,
 )
@@ -58,7 +58,7 @@ def find(
         return [_delivery(row) for row in connection.execute(query)]
 
 
-def attempts_of(store: Store, message_id: str) -> list[Attempt]:
+def attempts_of(store: Store, message_id: str) -> list[AttemptRecord]:
     """Return a delivery's attempts, oldest first."""
     with store.read() as connection:
         rows = connection.execute(
@@ -67,7 +67,7 @@ def attempts_of(store: Store, message_id: str) -> list[Attempt]:
             .order_by(attempts.c.attempted_at, attempts.c.id)
         ).all()
     return [
-        Attempt(
+        AttemptRecord(
             message_id=row.message_id,
             subscription=row.subscription,
             attempted_at=_aware(row.attempted_at),  # type: ignore[arg-type]

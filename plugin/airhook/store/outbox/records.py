@@ -16,7 +16,7 @@ __all__ = [
     "FINAL_FAILURES",
     "STATUSES",
     "Added",
-    "Attempt",
+    "AttemptRecord",
     "Claimed",
     "Delivery",
     "DeliveryNotFoundError",
@@ -113,8 +113,10 @@ class Added:
 
 
 @dataclass(frozen=True, slots=True)
-class Attempt:
-    """One attempt, as logged: never a request header, a secret or a signature.
+class AttemptRecord:
+    """One attempt at a delivery, as the outbox logs it: never a request header, a secret or a
+    signature. (Not :class:`airhook.hooks.webhook.Attempt`, the hook's attempt and its
+    consequence.)
 
     :param outcome: ``delivered``, ``retry``, ``failed``, ``gone`` (410) or ``refused`` (the
         destination policy refused the URL; nothing was sent).
@@ -141,7 +143,7 @@ class Settled:
     :param disable: a reason to disable the subscription whatever its count (410 Gone).
     """
 
-    attempt: Attempt
+    attempt: AttemptRecord
     status: Literal["delivered", "pending", "failed", "dead"]
     next_attempt_at: datetime | None = None
     disable: str | None = None

@@ -19,7 +19,7 @@ from airhook.store.outbox.adding import add_deliveries
 from airhook.store.outbox.records import (
     FINAL_FAILURES,
     Added,
-    Attempt,
+    AttemptRecord,
     Claimed,
     Delivery,
     NewDelivery,
@@ -168,7 +168,7 @@ class OutboxRepository:
             limit=limit,
         )
 
-    def attempts(self, message_id: str) -> list[Attempt]:
+    def attempts(self, message_id: str) -> list[AttemptRecord]:
         """Return a delivery's attempts, oldest first."""
         return queries.attempts_of(self._store, message_id)
 

@@ -23,7 +23,7 @@ from airhook.store.chunks import chunks
 from airhook.store.driver import ROWS_PER_STATEMENT, Driver
 from airhook.store.engine import Store
 from airhook.store.outbox.pausing import pause_pending
-from airhook.store.outbox.records import FINAL_FAILURES, Attempt, Recorded, Settled
+from airhook.store.outbox.records import FINAL_FAILURES, AttemptRecord, Recorded, Settled
 from airhook.store.tables import deliveries, subscriptions
 from airhook.store.times import to_utc as _utc
 
@@ -160,7 +160,7 @@ def _write_outcomes(
     connection: Connection,
     driver: Driver,
     updates: Sequence[tuple[str, str, datetime | None, int | None, str | None, bool]],
-    logged: Sequence[Attempt],
+    logged: Sequence[AttemptRecord],
     now: datetime,
 ) -> None:
     """Write the deliveries' updates and the attempt rows, straight to the driver."""
