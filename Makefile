@@ -22,6 +22,7 @@ $(STAMP): setup.cfg pyproject.toml $(CONSTRAINTS)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 
 test: $(STAMP)
 	$(MAKE) lint

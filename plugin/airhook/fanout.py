@@ -1075,8 +1075,8 @@ class DeliveryEngine:
         refused = target.refused
         if refused is not None:
             if isinstance(refused, DestinationNotAllowedError):
-                error = f"destination refused: {refused.reason}"
-                return Attempt(mid, name, attempted_at, "refused", error=error), None, None
+                reason = f"destination refused: {refused.reason}"
+                return Attempt(mid, name, attempted_at, "refused", error=reason), None, None
             if isinstance(refused, DeliveryError):
                 attempt = Attempt(mid, name, attempted_at, "retry", error="host does not resolve")
                 return attempt, Outcome.RETRY, None

@@ -624,7 +624,9 @@ class _Environment(ImmutableSandboxedEnvironment):
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
         _check_deadline()
         if isinstance(getattr(__obj, "__self__", None), str) and __obj.__name__ == "replace":
-            _check_replace(__obj.__self__, *(str(a) for a in args[:2]), *args[2:3])
+            old, new = (str(a) for a in args[:2])
+            count = int(args[2]) if len(args) > 2 else -1
+            _check_replace(__obj.__self__, old, new, count)
         return super().call(__context, __obj, *args, **kwargs)
 
 
@@ -919,7 +921,7 @@ class TemplateRenderer:
         except Exception as exc:
             raise self._error(exc, name) from _cause(exc)
         finally:
-            generator.close()
+            generator.close()  # type: ignore[attr-defined]  # a generator, typed Iterator by Jinja
             _DEADLINE.reset(token)
         return "".join(chunks)
 

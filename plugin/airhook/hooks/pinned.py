@@ -15,7 +15,7 @@ pinned.
 from __future__ import annotations
 
 import socket
-from typing import Any, ClassVar
+from typing import Any
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -32,13 +32,13 @@ def _connect(conn: HTTPConnection, policy: DestinationPolicy, scheme: str) -> so
     """What urllib3's ``_new_conn`` does, with the addresses coming from ``policy``."""
     # Raises DestinationNotAllowedError (not an OSError: urllib3 and requests let it through
     # unchanged, so the caller sees the policy's reason) or DeliveryError when nothing resolves.
-    addresses = policy.addresses(conn._dns_host, conn.port, scheme)  # type: ignore[arg-type]
+    addresses = policy.addresses(conn._dns_host, conn.port, scheme)
     error: OSError | None = None
     for address in addresses:  # in the resolver's order; each one tried, as urllib3 does
         try:
             return connection.create_connection(
                 (address, conn.port),
-                conn.timeout,  # type: ignore[arg-type]
+                conn.timeout,
                 source_address=conn.source_address,
                 socket_options=conn.socket_options,
             )
@@ -76,7 +76,7 @@ class PinnedAdapter(HTTPAdapter):
     connection is made to an address ``policy`` allowed at that moment."""
 
     # HTTPAdapter pickles (and restores before building its pools) only the attributes listed.
-    __attrs__: ClassVar[list[str]] = [*HTTPAdapter.__attrs__, "policy"]
+    __attrs__ = [*HTTPAdapter.__attrs__, "policy"]  # noqa: RUF012 (typed by requests as an instance list)
 
     def __init__(self, policy: DestinationPolicy, **kwargs: Any) -> None:
         self.policy = policy
