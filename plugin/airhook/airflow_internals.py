@@ -18,6 +18,10 @@ Airflow's metadata DB:
   ``asset_dag_run_queue``, ``dagrun_asset_event``, ``dag_run`` and ``dag_schedule_asset_reference``
   and writes a queue row: apache/airflow#70970 (see ``airhook.requeue``).
 
+Smaller uses: ``airflow.models.crypto.get_fernet`` (Airflow's key, so that one key encrypts
+Airflow's connections and airhook's stored secrets alike; no public accessor) and
+``airflow.utils.session.create_session`` for the sessions of the jobs above.
+
 The supported Airflow range in ``setup.cfg`` is the one CI tests (3.3): a new minor release
 can move any of these. ``tests/test_airflow_internals.py`` pins what is assumed here.
 """
@@ -45,6 +49,7 @@ __all__ = [
     "assets_named",
     "create_asset_events",
     "dispatch_session",
+    "fernet",
     "incr",
     "lock_dag",
     "lock_queue",
@@ -53,6 +58,7 @@ __all__ = [
     "queue",
     "queued_at",
     "queued_dags",
+    "read_session",
     "still_scheduled",
     "unconsumed",
 ]
@@ -106,6 +112,23 @@ def incr(name: str, count: int = 1, tags: dict[str, str] | None = None) -> None:
         if name not in _failed_metrics:
             _failed_metrics.add(name)
             log.warning("airhook could not emit the metric %s", name, exc_info=True)
+
+
+def fernet() -> Any:
+    """Airflow's Fernet (``[core] fernet_key``, with rotation), which airhook encrypts its stored
+    credentials with, so that one key protects both. Airflow has no public accessor for it."""
+    from airflow.models.crypto import get_fernet
+
+    return get_fernet()
+
+
+@contextmanager
+def read_session() -> Iterator[Any]:
+    """A session of Airflow's for reads (the queue keeper's checks)."""
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        yield session
 
 
 def metadata_is_sqlite() -> bool:

@@ -13,9 +13,9 @@ def airflow_cipher() -> Cipher:
 
     :raises SetupError: ``[core] fernet_key`` is empty.
     """
-    from airflow.models.crypto import get_fernet
+    from airhook.airflow_internals import fernet as airflow_fernet
 
-    fernet = get_fernet()
+    fernet = airflow_fernet()
     if not fernet.is_encrypted:
         raise SetupError(
             "[core] fernet_key",

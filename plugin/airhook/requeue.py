@@ -109,10 +109,8 @@ class QueueKeeper:
 
     def inspect(self, watch: QueueWatch) -> Verdict:
         """Read, without locks, what became of ``watch``'s events."""
-        from airflow.utils.session import create_session
-
         asset, dag = watch.asset_id, watch.dag_id
-        with create_session() as session:
+        with airflow.read_session() as session:
             if not airflow.still_scheduled(session, asset, dag):
                 return Verdict("gone")
             queued_at = airflow.queued_at(session, asset, dag)  # first: see the docstring
