@@ -29,12 +29,12 @@ import standardwebhooks
 from cryptography.fernet import Fernet
 
 from airhook.core.delivery_rules import message_id
-from airhook.core.errors import PayloadValidationError, UnknownEventError
+from airhook.core.errors import PayloadValidationError, SetupError, UnknownEventError
 from airhook.core.redaction import WITHHELD
 from airhook.core.secrets import Secret, SecretPair
 from airhook.core.ssrf import DestinationPolicy
 from airhook.core.subscription import Subscription
-from airhook.fanout import DeliveryEngine, Event
+from airhook.delivery import DeliveryEngine, Event
 from airhook.store import Store
 from airhook.store.migrate import upgrade
 from airhook.store.outbox import NewDelivery, OutboxRepository
@@ -1303,8 +1303,9 @@ def test_the_outbox_refuses_a_driver_its_statements_are_not_written_for(tmp_path
     store = Store(f"sqlite:///{tmp_path / 'airhook.db'}")
     store.write_engine.dialect.paramstyle = "named"
     try:
-        with pytest.raises(ValueError, match="pysqlite uses named"):
+        with pytest.raises(SetupError, match="pysqlite uses named") as refused:
             OutboxRepository(store)
+        assert refused.value.setting == "[airhook] database_url"
     finally:
         store.dispose()
 

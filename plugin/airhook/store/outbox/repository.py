@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
+from airhook.core.errors import SetupError
 from airhook.store.driver import driver_of
 from airhook.store.engine import Store
 from airhook.store.outbox import claims, queries, settling
@@ -35,7 +36,8 @@ class OutboxRepository:
 
     Adding and settling are every publish's hot paths: their statements are written for the
     driver (sqlite3, psycopg2; see :mod:`airhook.store.driver`), with no SQLAlchemy Core twin,
-    so a store whose driver has another parameter style is refused here, with a ``ValueError``.
+    so a store whose driver has another parameter style is refused here, with a
+    :class:`~airhook.core.errors.SetupError` naming ``[airhook] database_url``.
     """
 
     def __init__(self, store: Store) -> None:
@@ -43,10 +45,11 @@ class OutboxRepository:
         driver = driver_of(store)
         if driver is None:
             dialect = store.write_engine.dialect
-            raise ValueError(
+            raise SetupError(
+                "[airhook] database_url",
                 "the outbox writes its statements for DB-API drivers with the qmark, format or"
                 f" pyformat parameter style (sqlite3, psycopg2): {dialect.driver} uses"
-                f" {dialect.paramstyle}"
+                f" {dialect.paramstyle}",
             )
         self._driver = driver
 
