@@ -95,7 +95,7 @@ from airhook.core.catalog import load_catalog
 from airhook.core.secrets import Secret, SecretPair
 from airhook.core.ssrf import DestinationPolicy
 from airhook.core.subscription import Subscription
-from airhook.fanout import DEFAULT_CONCURRENCY, DeliveryEngine, Event
+from airhook.delivery import DEFAULT_CONCURRENCY, DeliveryEngine, Event
 from airhook.store import Store
 from airhook.store.migrate import upgrade
 from devstack import AirflowStack

@@ -23,7 +23,7 @@ from airhook.core.delivery_rules import message_id
 from airhook.core.errors import PayloadError, PayloadValidationError
 from airhook.core.secrets import Secret, SecretPair
 from airhook.core.subscription import Subscription
-from airhook.fanout import DeliveryEngine
+from airhook.delivery import DeliveryEngine
 from airhook.operators import publish as publish_module
 from airhook.operators.publish import (
     PublishEventOperator,

@@ -28,7 +28,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from airhook.core.delivery_rules import DEFAULT_SCHEDULE
 from airhook.core.secrets import Secret, SecretPair
 from airhook.core.subscription import Subscription
-from airhook.fanout import Event
+from airhook.delivery import Event
 from airhook.store import Store
 from airhook.store.migrate import upgrade
 from airhook.store.outbox import OutboxRepository

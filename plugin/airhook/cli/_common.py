@@ -20,7 +20,7 @@ from airhook.core.secrets import Secret
 
 if TYPE_CHECKING:
     from airhook.core.secrets import Cipher
-    from airhook.fanout import DeliveryEngine
+    from airhook.delivery import DeliveryEngine
     from airhook.store.engine import Store
     from airhook.store.inbox import InboxRepository
     from airhook.store.sources import SourceRepository
@@ -152,7 +152,7 @@ def inbox_repository() -> InboxRepository:
 
 def delivery_engine() -> DeliveryEngine:
     """The outbound side: subscriptions, their deliveries, and the engine that sends them."""
-    from airhook.fanout import DeliveryEngine
+    from airhook.delivery import DeliveryEngine
 
     cipher = _cipher()
     return DeliveryEngine(_store(), cipher)

@@ -1,7 +1,7 @@
 """``PublishEventOperator`` and ``publish_events``: publish events to every matching subscription.
 
-The operator is thin: it turns its ``events`` into :class:`~airhook.fanout.Event` objects with
-stable keys and hands them to the :class:`~airhook.fanout.DeliveryEngine`, which validates,
+The operator is thin: it turns its ``events`` into :class:`~airhook.delivery.Event` objects with
+stable keys and hands them to the :class:`~airhook.delivery.DeliveryEngine`, which validates,
 fans out, signs, sends and logs. While deliveries of its publication wait for a retry it defers
 to the triggerer until the earliest one is due (no worker slot held), then resumes and sends
 them; a retry due within seconds is made in the task instead, where waiting is cheaper.
@@ -24,7 +24,7 @@ from airflow.sdk import BaseOperator
 
 from airhook.core.delivery_rules import message_id
 from airhook.core.errors import ConfigurationError, PayloadError
-from airhook.fanout import DEFAULT_CONCURRENCY, DeliveryEngine, Event, Summary
+from airhook.delivery import DEFAULT_CONCURRENCY, DeliveryEngine, Event, Summary
 from airhook.triggers import MIN_DEFER_SECONDS, SETTLE_SECONDS
 from airhook.triggers.delay import WebhookDelayTrigger
 
@@ -71,7 +71,7 @@ def build_events(
     event: str | None = None,
     platform: str | None = None,
 ) -> list[Event]:
-    """Turn an operator's ``events`` into :class:`~airhook.fanout.Event` objects.
+    """Turn an operator's ``events`` into :class:`~airhook.delivery.Event` objects.
 
     Accepted: a list of ``{"event": name, "payload": {...}}`` (optionally ``"key"``,
     ``"platform"``, ``"chatbot_id"``), or a list of payloads with ``event`` naming them all,

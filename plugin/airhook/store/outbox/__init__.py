@@ -44,10 +44,6 @@ from airhook.store.outbox.records import (
 )
 from airhook.store.outbox.repository import OutboxRepository
 
-#: The former name of :class:`AttemptRecord`, kept while airhook.fanout still imports it (not
-#: in ``__all__``): drop it once nothing does.
-Attempt = AttemptRecord
-
 __all__ = [
     "FINAL_FAILURES",
     "STATUSES",
