@@ -3,6 +3,13 @@
 ``airflow standalone`` binds 0.0.0.0 and starts many workers; this starts ``api-server``,
 ``scheduler``, ``dag-processor`` and ``triggerer`` as separate processes with small limits, each
 in its own process group, and stops exactly those groups (never anything by name).
+
+The scheduler and the triggerer run without their log servers (``--skip-serve-logs``): Airflow
+3.3 binds those to every interface (``serve_logs`` hands uvicorn ``host=""``, and no option
+changes that), by default on 8793 and 8794, where a second stack would collide. They exist for an
+API server on another machine; here the API server reads the log folder that the task runners
+and the triggerer write. ``tests/e2e/test_demo.py`` checks that nothing of the demo's stack
+listens anywhere but 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from typing import Any
 __all__ = ["COMPONENTS", "AirflowStack", "free_port"]
 
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+# The components that start a log server unless told not to.
+SERVE_LOGS = ("scheduler", "triggerer")
 ADMIN_USER = "admin"
 
 
@@ -50,6 +59,9 @@ class AirflowStack:
     airhook_url: str | None = None
     extra_env: Mapping[str, str] = field(default_factory=dict)
     admin_password: str = "airhook-admin"  # noqa: S105 (a throw-away local stack)
+    # Where the API server looks for a running task's served log: ports of this stack's own, on
+    # which nothing listens, so that it never reads another Airflow's log server on 8793/8794.
+    log_server_ports: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     @property
@@ -98,6 +110,8 @@ class AirflowStack:
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
                 "AIRFLOW__TRIGGERER__CAPACITY": "100",
                 "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+                "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(self.log_server_ports[0]),
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(self.log_server_ports[1]),
                 "AIRFLOW__AIRHOOK__DISPATCH_POLL_SECONDS": "0.1",
                 "AIRFLOW__AIRHOOK__SOURCE_CACHE_SECONDS": "0.5",
                 "PYTHONUNBUFFERED": "1",
@@ -170,6 +184,8 @@ class AirflowStack:
         args = [sys.executable, "-m", "airflow", component]
         if component == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(port or self.port), "--workers", "1"]
+        elif component in SERVE_LOGS:
+            args.append("--skip-serve-logs")
         path = self.log_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as log_file:
@@ -268,6 +284,12 @@ class AirflowStack:
             raw = response.read()
         return json.loads(raw) if raw else None
 
+    def local_dag_ids(self) -> list[str]:
+        """The DAG ids Airflow's own parser finds in the DAGs folder (``dags list --local``)."""
+        output = self.airflow("dags", "list", "--local", "--output", "json")
+        # The JSON is the last line; warnings logged while parsing come before it.
+        return sorted(row["dag_id"] for row in json.loads(output.strip().splitlines()[-1]))
+
     def wait_for_dags(self, dag_ids: Iterable[str], timeout: float = 180) -> None:
         """Wait until the DAG processor has parsed these DAGs."""
         wanted = set(dag_ids)
@@ -285,7 +307,13 @@ class AirflowStack:
         )
 
     def dag_runs(self, dag_id: str, *, token: str | None = None) -> list[dict[str, Any]]:
-        """Every run of a DAG."""
-        return list(
-            self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100", token=token)["dag_runs"]
-        )
+        """Every run of a DAG (of every DAG for ``"~"``), page by page."""
+        token = token or self.token()
+        runs: list[dict[str, Any]] = []
+        while True:
+            page = self.api(
+                "GET", f"/api/v2/dags/{dag_id}/dagRuns?limit=100&offset={len(runs)}", token=token
+            )
+            runs.extend(page["dag_runs"])
+            if not page["dag_runs"] or len(runs) >= page["total_entries"]:
+                return runs

@@ -12,7 +12,6 @@ import json
 import shutil
 import signal
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -35,14 +34,20 @@ EEV_OPTIONS = {
     "timestamp_header": "X-Eev-Timestamp",
     "content": "{timestamp}.{body}",
 }
-DAGS = [
-    "airhook_caleida_insights",
-    "airhook_ccai_handoffs",
-    "airhook_conversation_started",
-    "airhook_eev_tickets",
-    "airhook_rkt_leads",
-    "airhook_wait_for_summary",
-]
+# The DAG the demo starts itself; the others are started by the events it sends.
+TRIGGERED_DAG = "airhook_wait_for_summary"
+CHAT_ID = "cht_8f2c1a"
+FINISHED = ("success", "failed")
+# Where to look in Airflow 3.3's UI: the labels to click, "<...>" standing for a choice of yours
+# (tests/e2e/test_demo.py checks every other step against the installed UI's English labels).
+UI_TOUR = (
+    (("Dags", "<a Dag tagged airhook>", "Runs"), "the runs in the table above"),
+    (("Dags", "<a Dag>", "Runs", "<a run>", "Asset Events"), "the events that started that run"),
+    (
+        ("Assets", "<airhook://rkt/lead.captured, ...>", "Asset Events"),
+        "each event's extra JSON holds the payload",
+    ),
+)
 
 
 def _port_free(port: int) -> bool:
@@ -86,6 +91,49 @@ def send(stack: AirflowStack, source: str, payload: dict[str, Any]) -> tuple[int
         return error.code, error.read().decode(errors="replace")
 
 
+def asset_scheduled(stack: AirflowStack, dag_ids: list[str], token: str) -> set[str]:
+    """The DAGs scheduled on assets: every sample event goes out, so each of them must run."""
+    return {
+        dag_id
+        for dag_id in dag_ids
+        if stack.api("GET", f"/api/v2/dags/{dag_id}/details", token=token)["asset_expression"]
+    }
+
+
+def runs_by_dag(stack: AirflowStack, token: str) -> dict[str, list[str]]:
+    """The states of every DAG run there is, by DAG."""
+    runs: dict[str, list[str]] = {}
+    for dag_run in stack.dag_runs("~", token=token):
+        runs.setdefault(dag_run["dag_id"], []).append(dag_run["state"])
+    return runs
+
+
+def wait_for_runs(
+    stack: AirflowStack, expected: set[str], token: str, *, timeout: float
+) -> dict[str, list[str]]:
+    """Wait until each expected DAG has run and every run has finished; return the runs.
+
+    Finished twice in a row with no new run in between: an event's run can be created a moment
+    after the runs before it ended.
+    """
+    deadline = time.monotonic() + timeout
+    settled_count = -1
+    while True:
+        runs = runs_by_dag(stack, token)
+        count = sum(len(states) for states in runs.values())
+        finished = expected <= runs.keys() and all(
+            state in FINISHED for states in runs.values() for state in states
+        )
+        if (finished and count == settled_count) or time.monotonic() > deadline:
+            return runs
+        settled_count = count if finished else -1
+        time.sleep(2)
+
+
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def run(home: Path, dags: Path, port: int, *, keep_running: bool) -> int:
     """Run the demo; return an exit code."""
     if home.exists():
@@ -96,16 +144,20 @@ def run(home: Path, dags: Path, port: int, *, keep_running: bool) -> int:
     print(f"airhook demo: Airflow home {home}, DAGs from {dags}")
     stack.migrate()
     create_sources(stack)
+    dag_ids = stack.local_dag_ids()
+    # SIGTERM and SIGHUP end the demo as Ctrl-C does: through the finally that stops Airflow.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     print("starting api-server, scheduler, dag-processor and triggerer on 127.0.0.1 ...")
-    stack.start()
     try:
-        stack.wait_for_dags(DAGS)
+        stack.start()
+        stack.wait_for_dags(dag_ids)
         token = stack.token()
-        chat_id = "cht_8f2c1a"
+        expected = {TRIGGERED_DAG} | asset_scheduled(stack, dag_ids, token)
         stack.api(
             "POST",
-            "/api/v2/dags/airhook_wait_for_summary/dagRuns",
-            {"logical_date": None, "conf": {"chat_id": chat_id}},
+            f"/api/v2/dags/{TRIGGERED_DAG}/dagRuns",
+            {"logical_date": None, "conf": {"chat_id": CHAT_ID}},
             token=token,
         )
         catalog = load_catalog()
@@ -117,29 +169,22 @@ def run(home: Path, dags: Path, port: int, *, keep_running: bool) -> int:
                 failures += status != 202
                 print(f"  {status} {source:8} {event.name:24} -> {event.kind:26} {detail}")
         print("\nwaiting for the DAG runs they start ...")
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            runs = {dag: stack.dag_runs(dag, token=token) for dag in DAGS}
-            if all(
-                runs[d] and all(r["state"] in ("success", "failed") for r in runs[d]) for d in DAGS
-            ):
-                break
-            time.sleep(2)
-        print(f"\n{'DAG':32} {'runs':>4}  states")
-        for dag in DAGS:
-            states = [r["state"] for r in stack.dag_runs(dag, token=token)]
+        runs = wait_for_runs(stack, expected, token, timeout=180)
+        width = max(len(dag) for dag in [*runs, *expected, "DAG"]) + 2
+        print(f"\n{'DAG':{width}} {'runs':>4}  states")
+        for dag in sorted(runs.keys() | expected):
+            states = runs.get(dag, [])
             failures += "failed" in states or not states
-            print(f"{dag:32} {len(states):>4}  {', '.join(states)}")
+            print(f"{dag:{width}} {len(states):>4}  {', '.join(states) or 'no run'}")
         print(
             f"\nAirflow UI: {stack.base_url}  (user admin, password {stack.admin_password})"
-            f"\n  DAGs tagged 'airhook', Assets -> airhook://..., Browse -> Asset Events"
-            f"\nreceiver:   {stack.base_url}/airhook/webhooks/<source>"
+            + "".join(f"\n  {' -> '.join(steps)}: {what}" for steps, what in UI_TOUR)
+            + f"\nreceiver:   {stack.base_url}/airhook/webhooks/<source>"
             f"  (sources: {', '.join(SECRETS)})"
             f"\nlogs:       {home / 'logs'}"
         )
         if keep_running:
-            print("\nAirflow keeps running for the UI; Ctrl-C stops it.")
-            signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+            print("\nAirflow keeps running for the UI; Ctrl-C stops it.", flush=True)
             while True:
                 time.sleep(3600)
         return 1 if failures else 0

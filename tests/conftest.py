@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import time
+import signal
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,101 +14,56 @@ from cryptography.fernet import Fernet
 
 from airhook.store import Store
 from airhook.store.migrate import upgrade
-from devstack import free_port
+from devstack.postgres import PostgresServer, postgres_binaries
+
+_REPLACED_HANDLERS: list[int] = []
 
 
-def _as_postgres(args: list[str]) -> list[str]:
-    # initdb and postgres refuse to run as root: run them as the postgres user when we are root.
-    if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *args]
-    return args
+def _interrupt(signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
-def _pg_bin(name: str) -> str | None:
-    found = shutil.which(name)
-    if found:
-        return found
-    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
-        return str(candidate)
-    return None
+def pytest_configure(config: pytest.Config) -> None:
+    """Let SIGTERM and SIGHUP end a run the way Ctrl-C does: every fixture's teardown runs.
+
+    By default either signal ends pytest at once, and what fixtures started in sessions of their
+    own (Airflow components, servers) would outlive the run.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(signum) is signal.SIG_DFL:
+            signal.signal(signum, _interrupt)
+            _REPLACED_HANDLERS.append(signum)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    while _REPLACED_HANDLERS:
+        signal.signal(_REPLACED_HANDLERS.pop(), signal.SIG_DFL)
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A PostgreSQL server of our own on 127.0.0.1, for this test session; yields its base URL.
 
     ``AIRHOOK_TEST_POSTGRES_URL`` points at an existing server instead. Where neither is
-    possible the tests that need PostgreSQL skip, except under CI, where they fail.
+    possible the tests that need PostgreSQL skip, except under CI, where they fail. The server
+    stops, and its directory goes, however the session ends, ``kill -9`` included
+    (``devstack/postgres.py`` says how).
     """
     external = os.environ.get("AIRHOOK_TEST_POSTGRES_URL")
     if external:
         yield external.rstrip("/")
         return
-    initdb, postgres = _pg_bin("initdb"), _pg_bin("postgres")
-    if not (initdb and postgres):
+    if postgres_binaries() is None:
         if os.environ.get("CI"):
             pytest.fail("PostgreSQL server binaries are missing (.ci/run installs them)")
         pytest.skip("no PostgreSQL server binaries (initdb, postgres) on this machine")
-    # tmpfs where there is one: initdb, CREATE DATABASE and the final clean-up are several times
-    # faster there than on a disk mounted with discard (and a test server needs no durability).
-    base = Path("/dev/shm") if Path("/dev/shm").is_dir() else Path("/tmp")
-    root = base / f"airhook-pg-{uuid.uuid4().hex[:8]}"
-    data = root / "data"
-    root.mkdir(mode=0o777)
-    os.chmod(root, 0o777)  # the postgres user writes here when we run as root
-    subprocess.run(
-        _as_postgres([initdb, "-D", str(data), "-U", "airhook", "--auth=trust", "-E", "UTF8"]),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    port = free_port()
-    log = root / "postgres.log"
-    log_file = log.open("wb")
-    process = subprocess.Popen(
-        _as_postgres(
-            [
-                postgres,
-                "-D",
-                str(data),
-                "-h",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                "-k",
-                str(root),
-                "-c",
-                "fsync=on",
-                "-c",
-                "max_connections=200",
-            ]
-        ),
-        stdout=subprocess.DEVNULL,
-        stderr=log_file,
-        start_new_session=True,
-    )
-    url = f"postgresql+psycopg2://airhook@127.0.0.1:{port}"
-    import sqlalchemy as sa
-
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            engine = sa.create_engine(f"{url}/postgres")
-            with engine.connect():
-                pass
-            engine.dispose()
-            break
-        except sa.exc.OperationalError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"PostgreSQL did not start: {log.read_text()}") from None
-            time.sleep(0.3)
+    server = PostgresServer.start()
     try:
-        yield url
+        yield server.url
     finally:
-        os.killpg(process.pid, 15)
-        process.wait(30)
-        log_file.close()
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop()
 
 
 def create_postgres_database(base_url: str, name: str | None = None) -> str:
