@@ -1,7 +1,7 @@
 """Throughput of airhook's outbound fan-out against the fastest plain client and task-per-event.
 
-Run it with ``make bench-outbound`` (or ``.venv/bin/python bench/outbound.py``); it takes one and
-a half to two minutes, most of it Airflow's. Every server is on 127.0.0.1.
+Run it with ``make bench-outbound`` (or ``.venv/bin/python bench/outbound.py``); it takes two to
+four minutes, most of it the httpx loop's and Airflow's. Every server is on 127.0.0.1.
 
 What is measured, in one run, against one receiver:
 
@@ -30,9 +30,13 @@ What is measured, in one run, against one receiver:
    b. **plain pycurl**: ``--concurrency`` reused libcurl easy handles (keep-alive connections)
       on one ``CurlMulti`` loop; libcurl does the HTTP in C, so this is the fastest plain loop a
       user could write in Python that we measured (2–3 times aiohttp's rate here): the aim's
-      baseline is the faster of the two in each slot.
+      baseline is the fastest plain loop in each slot.
+   c. **plain httpx**: ``--concurrency`` coroutines sharing one ``httpx.AsyncClient`` (HTTP/1.1,
+      its pool limited to ``--concurrency`` connections, all kept alive), each posting the next
+      body, reading the answer and checking its status: the aiohttp loop with httpx, the client
+      Airflow itself installs, so that the project's one outbound client is chosen by measurement.
 
-   Both run right before and right after each airhook run; each ratio uses the mean of the two,
+   All three run right before and right after each airhook run; each ratio uses the mean of the two,
    so a change of the machine's load biases neither side (``--rounds N``: N airhook runs, each
    between two slots of plain runs, each with 10,000 new events; the median ratio is
    reported). ``requests.Session``, sequential, on the first ``--requests-count`` (2,000)
@@ -87,6 +91,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 import aiohttp
+import httpx
 import requests
 from _servers import uvicorn_app
 from cryptography.fernet import Fernet
@@ -389,6 +394,33 @@ def run_plain_aiohttp(url: str, bodies: Sequence[bytes], concurrency: int) -> tu
     spent: list[float] = []
     with timed(spent):
         statuses = asyncio.run(_plain_aiohttp(url, bodies, concurrency))
+    return Rate(len(bodies), *spent), sum(n for code, n in statuses.items() if code != 200)
+
+
+async def _plain_httpx(url: str, bodies: Sequence[bytes], concurrency: int) -> Counter[int]:
+    statuses: Counter[int] = Counter()
+    headers = {"Content-Type": "application/json"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(
+        limits=limits, timeout=REQUEST_TIMEOUT_SECONDS, http1=True, http2=False
+    ) as client:
+        pending = iter(bodies)
+
+        async def worker() -> None:
+            for body in pending:  # shared: each body is taken by exactly one worker
+                response = await client.post(url, content=body, headers=headers)
+                statuses[response.status_code] += 1  # post() has read the whole answer
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return statuses
+
+
+def run_plain_httpx(url: str, bodies: Sequence[bytes], concurrency: int) -> tuple[Rate, int]:
+    """The aiohttp loop with ``httpx.AsyncClient`` (HTTP/1.1, ``concurrency`` pooled
+    connections); return the rate and how many answers were not 200."""
+    spent: list[float] = []
+    with timed(spent):
+        statuses = asyncio.run(_plain_httpx(url, bodies, concurrency))
     return Rate(len(bodies), *spent), sum(n for code, n in statuses.items() if code != 200)
 
 
@@ -701,6 +733,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     nonce = secrets.token_hex(4)
     plains: list[Rate] = []
     curls: list[Rate] = []
+    httpxs: list[Rate] = []
     rounds: list[tuple[Published, Checked]] = []
     task_runs: list[TaskRun] = []
     migrate_seconds = 0.0
@@ -726,7 +759,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return rate
 
             def plain_loops(number: int) -> None:
-                """One slot of plain runs: aiohttp, then pycurl (the fastest loop here)."""
+                """One slot of plain runs: aiohttp, pycurl (the fastest loop here), httpx."""
                 plains.append(
                     plain(
                         f"plain aiohttp {number}",
@@ -741,10 +774,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         lambda: run_plain_pycurl(hook_url, bodies, args.concurrency),
                     )
                 )
+                httpxs.append(
+                    plain(
+                        f"plain httpx {number}",
+                        len(bodies),
+                        lambda: run_plain_httpx(hook_url, bodies, args.concurrency),
+                    )
+                )
 
             warm = bodies[:WARMUP]
             plain("warm-up", len(warm), lambda: run_plain_aiohttp(hook_url, warm, 8))
             plain("warm-up", len(warm), lambda: run_plain_pycurl(hook_url, warm, 8))
+            plain("warm-up", len(warm), lambda: run_plain_httpx(hook_url, warm, 8))
             plain_loops(1)
             for number in range(1, args.rounds + 1):
                 if number > 1:
@@ -796,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Each airhook run against the mean of the plain runs right before and after it: the same
     # client (aiohttp), and the fastest plain loop of each slot (the aim's baseline).
     fastest_plain = [
-        max(a, c, key=lambda r: r.per_second) for a, c in zip(plains, curls, strict=True)
+        max(slot, key=lambda r: r.per_second) for slot in zip(plains, curls, httpxs, strict=True)
     ]
 
     def ratios_to(baseline: list[Rate]) -> list[float]:
@@ -813,6 +854,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     airhook_rate = statistics.median(p.rate.per_second for p, _ in rounds)
     plain_rate = statistics.median(p.per_second for p in plains)
     curl_rate = statistics.median(p.per_second for p in curls)
+    httpx_rate = statistics.median(p.per_second for p in httpxs)
+    # Each plain loop against the fastest loop of its own slot (the same minute of load).
+    httpx_to_fastest = statistics.median(
+        h.per_second / f.per_second for h, f in zip(httpxs, fastest_plain, strict=True)
+    )
+    aiohttp_to_fastest = statistics.median(
+        a.per_second / f.per_second for a, f in zip(plains, fastest_plain, strict=True)
+    )
 
     print(
         f"airhook bench/outbound.py: Python {sys.version.split()[0]}, {os.cpu_count()} CPUs, "
@@ -833,9 +882,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for number, (published, _) in enumerate(rounds, 1):
         line(f"plain aiohttp ({number})", plains[number - 1])
         line(f"plain pycurl ({number})", curls[number - 1])
+        line(f"plain httpx ({number})", httpxs[number - 1])
         line(f"airhook DeliveryEngine.publish ({number})", published.rate)
     line(f"plain aiohttp ({len(plains)})", plains[-1])
     line(f"plain pycurl ({len(curls)})", curls[-1])
+    line(f"plain httpx ({len(httpxs)})", httpxs[-1])
     line("requests.Session, sequential", sequential)
     for run in task_runs:
         line(f"task per event, {run.label}", run.rate)
@@ -861,6 +912,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"  plain pycurl: the same bodies, {args.concurrency} reused libcurl handles on one "
         "CurlMulti loop (C does the HTTP); the fastest plain Python loop measured here"
+    )
+    print(
+        f"  plain httpx: the same bodies, {args.concurrency} coroutines on one httpx.AsyncClient "
+        f"(HTTP/1.1, {args.concurrency} pooled connections)"
     )
     print(
         "  client CPU µs: this process's user + system CPU time (all threads) per request "
@@ -892,11 +947,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     airhook_cpu = statistics.median(p.rate.cpu_us or 0.0 for p, _ in rounds)
     plain_cpu = statistics.median(p.cpu_us or 0.0 for p in plains)
     curl_cpu = statistics.median(p.cpu_us or 0.0 for p in curls)
+    httpx_cpu = statistics.median(p.cpu_us or 0.0 for p in httpxs)
     print(
-        f"client CPU per request, airhook / plain aiohttp / plain pycurl: {airhook_cpu:,.0f} / "
-        f"{plain_cpu:,.0f} / {curl_cpu:,.0f} µs"
+        f"client CPU per request, airhook / plain aiohttp / plain pycurl / plain httpx: "
+        f"{airhook_cpu:,.0f} / {plain_cpu:,.0f} / {curl_cpu:,.0f} / {httpx_cpu:,.0f} µs"
     )
     print(f"ratio plain pycurl / plain aiohttp: {curl_rate / plain_rate:.1f}")
+    print(
+        f"ratio plain httpx / plain aiohttp: {httpx_rate / plain_rate:.2f}; to the fastest plain "
+        f"loop of the same slot (median): httpx {httpx_to_fastest:.2f}, aiohttp "
+        f"{aiohttp_to_fastest:.2f}"
+    )
     print(f"ratio plain aiohttp / requests.Session: {plain_rate / sequential.per_second:.1f}")
     task_ratios = {run.label: airhook_rate / run.rate.per_second for run in task_runs}
     for label, ratio in task_ratios.items():
@@ -920,7 +981,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     summary = (
         f"airhook outbound: {airhook_rate:,.0f} signed, templated deliveries/s = "
         f"{ratio_fastest:.2f}x the fastest plain loop (pycurl {curl_rate:,.0f}/s, aiohttp "
-        f"{plain_rate:,.0f}/s), {ratio_plain:.2f}x plain aiohttp"
+        f"{plain_rate:,.0f}/s, httpx {httpx_rate:,.0f}/s), {ratio_plain:.2f}x plain aiohttp"
     )
     if task_ratios:
         fastest = max(task_runs, key=lambda run: run.rate.per_second)
