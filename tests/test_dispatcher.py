@@ -881,6 +881,16 @@ def _new_event(key: str) -> NewEvent:
     )
 
 
+def _databases(database: str, tmp_path: Path, request: pytest.FixtureRequest) -> tuple[str, str]:
+    """(Airflow's metadata DB URL, the airhook store's URL), both on ``database``."""
+    if database == "sqlite":
+        return f"sqlite:///{tmp_path / 'airflow.db'}", f"sqlite:///{tmp_path / 'airhook.db'}"
+    from tests.conftest import create_postgres_database
+
+    base = request.getfixturevalue("postgres_url")
+    return create_postgres_database(base), create_postgres_database(base)
+
+
 def _run_scenario(tmp_path: Path, script_text: str, metadata_url: str, store_url: str) -> Any:
     """Run a scenario script in a fresh Airflow on ``metadata_url``; return its report."""
     dags = tmp_path / "dags"
@@ -925,16 +935,7 @@ def test_an_event_dispatched_while_the_scheduler_holds_the_queue_row_still_queue
 def test_a_round_that_stalled_while_another_dispatcher_took_over_does_not_dispatch_again(
     tmp_path: Path, request: pytest.FixtureRequest, database: str
 ) -> None:
-    if database == "sqlite":
-        metadata_url = f"sqlite:///{tmp_path / 'airflow.db'}"
-        store_url = f"sqlite:///{tmp_path / 'airhook.db'}"
-    else:
-        from tests.conftest import create_postgres_database
-
-        base = request.getfixturevalue("postgres_url")
-        metadata_url = create_postgres_database(base)
-        store_url = create_postgres_database(base)
-    report = _run_scenario(tmp_path, STALL_SCRIPT, metadata_url, store_url)
+    report = _run_scenario(tmp_path, STALL_SCRIPT, *_databases(database, tmp_path, request))
     once = ["airhook://rkt", "airhook://rkt/lead.captured"]
     if database == "postgresql":
         assert report["frozen_holder"] == "55P03"  # lock_not_available: lock_timeout
@@ -1071,16 +1072,7 @@ print(json.dumps(report))
 def test_events_no_run_consumed_queue_their_dag_again_once(
     tmp_path: Path, request: pytest.FixtureRequest, database: str
 ) -> None:
-    if database == "sqlite":
-        metadata_url = f"sqlite:///{tmp_path / 'airflow.db'}"
-        store_url = f"sqlite:///{tmp_path / 'airhook.db'}"
-    else:
-        from tests.conftest import create_postgres_database
-
-        base = request.getfixturevalue("postgres_url")
-        metadata_url = create_postgres_database(base)
-        store_url = create_postgres_database(base)
-    report = _run_scenario(tmp_path, KEEPER_SCRIPT, metadata_url, store_url)
+    report = _run_scenario(tmp_path, KEEPER_SCRIPT, *_databases(database, tmp_path, request))
     first, second, third = report["first"], report["second"], report["third"]
     # The race, as Airflow leaves it: the second event consumed by no run, no queue row left.
     assert report["after_race"] == {"consumed": {first: 1}, "queued": False}
