@@ -519,6 +519,17 @@ def test_retry_after_is_honoured(store: Store, cipher: Fernet, receiver: Receive
     assert engine.outbox.get(pending.message_id).status == "delivered"
 
 
+def test_retry_after_on_a_500_is_not_honoured(
+    sqlite_store: Store, cipher: Fernet, receiver: Receiver
+) -> None:
+    # Only 429 and 503 give Retry-After a meaning (RFC 6585 §4, RFC 9110 §10.2.3), as in the hook.
+    receiver.on("/hook", fail_first(1, (500, {"Retry-After": "30"}, b"oops")))
+    SubscriptionRepository(sqlite_store, cipher).create(subscription("a", receiver.url()))
+    assert make_engine(sqlite_store, cipher).publish(events(1), wait=5).summary.delivered == 1
+    first, second = receiver.requests
+    assert second.at - first.at < 5
+
+
 def test_429_is_retried(sqlite_store: Store, cipher: Fernet, receiver: Receiver) -> None:
     receiver.on("/hook", fail_first(1, (429, {}, b"slow down")))
     SubscriptionRepository(sqlite_store, cipher).create(subscription("a", receiver.url()))

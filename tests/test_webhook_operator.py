@@ -219,7 +219,10 @@ def test_xcom_result_holds_no_secret(conn_id: str, scripted: ScriptedServer) -> 
     text = json.dumps(result)
     assert SECRET_TOKEN not in text
     assert PRIMARY not in text
-    assert result["json"] == {"you_sent": {"authorization": "Bearer ***"}, "key": "***"}
+    assert result["json"] == {
+        "you_sent": {"authorization": "Bearer [redacted]"},
+        "key": "[redacted]",
+    }
     assert "Set-Cookie" not in result["headers"]
 
 

@@ -4,6 +4,12 @@
   ``Retry-After`` honoured), and when to give up.
 - :func:`classify`: what an HTTP outcome means: delivered, retry later, give up, or give up and
   disable the endpoint (410 Gone).
+- :func:`honoured_retry_after`: the ``Retry-After`` an answer asks for, on the statuses where it
+  means something to a sender (429 and 503).
+
+The operator's hook (:mod:`airhook.hooks.webhook`) and the fan-out engine
+(:mod:`airhook.delivery.http`) both settle an answer with these two functions and nothing else,
+so a status means the same in both.
 - :func:`message_id`: a stable delivery id (``webhook-id`` / idempotency key) derived from what
   identifies the delivery, so a task retry sends the same id, never a new one.
 """
@@ -22,9 +28,11 @@ from airhook.core.errors import ConfigurationError
 
 __all__ = [
     "DEFAULT_SCHEDULE",
+    "RETRY_AFTER_STATUSES",
     "Outcome",
     "RetryPolicy",
     "classify",
+    "honoured_retry_after",
     "message_id",
     "parse_retry_after",
 ]
@@ -34,6 +42,13 @@ __all__ = [
 DEFAULT_SCHEDULE: tuple[float, ...] = (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
 #: A Retry-After further out than this is capped: a receiver must not park a delivery for days.
 MAX_RETRY_AFTER_SECONDS = 36000.0
+#: Statuses whose ``Retry-After`` is honoured. RFC 6585 §4 gives it to 429 (how long to wait
+#: before making a new request) and RFC 9110 §10.2.3 to 503 (how long the service is expected to
+#: be unavailable); on any other error status it has no defined meaning, so the schedule decides.
+#: RFC 9110 §10.2.3 also gives it to 3xx, as the wait before following the redirect: airhook
+#: never follows a redirect (it could lead past the destination policy, see ``ssrf.py``), so a
+#: 3xx is a failed delivery and its ``Retry-After`` is not a sender's business.
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 
 
 class Outcome(enum.Enum):
@@ -56,6 +71,16 @@ def classify(status_code: int | None) -> Outcome:
     if status_code in (408, 425, 429) or status_code >= 500:
         return Outcome.RETRY
     return Outcome.FAILED
+
+
+def honoured_retry_after(
+    status_code: int | None, value: str | None, now: datetime | None = None
+) -> float | None:
+    """Return the seconds ``Retry-After`` asks for when ``status_code`` is one of
+    :data:`RETRY_AFTER_STATUSES`, else ``None`` (the header is then ignored)."""
+    if status_code not in RETRY_AFTER_STATUSES:
+        return None
+    return parse_retry_after(value, now)
 
 
 def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:

@@ -6,6 +6,10 @@ another form than they were sent: JSON-escaped (``\\/`` for ``/``, ``\\u002B`` f
 and .NET write them), URL-encoded, or without the ``Bearer``/``Basic`` word of their header.
 Exact occurrences are replaced, keeping the rest of the excerpt readable; should a secret still
 be there in another form, the whole text is withheld.
+
+:func:`excerpt` is the one way a response body becomes an excerpt, for the operator's hook (its
+result and XCom) and for the fan-out engine (the delivery log, whose ``response_excerpt`` column
+is ``String(512)``): the same length, the same :data:`REDACTED` mark.
 """
 
 from __future__ import annotations
@@ -14,7 +18,13 @@ import re
 from collections.abc import Iterable, Sequence
 from urllib.parse import unquote
 
-__all__ = ["WITHHELD", "redact", "sensitive_forms"]
+__all__ = ["EXCERPT_CHARS", "REDACTED", "WITHHELD", "excerpt", "redact", "sensitive_forms"]
+
+#: Characters of a response body kept as its excerpt (the delivery log's column holds 512).
+EXCERPT_CHARS = 512
+#: What replaces a secret found in a response. Bracketed like :data:`WITHHELD`, so that a reader
+#: cannot take it for the receiver's own text (``***`` often is).
+REDACTED = "[redacted]"
 
 #: What replaces a text that repeats a secret in a form not replaced exactly.
 WITHHELD = "[withheld: the answer repeated a secret of the request]"
@@ -55,3 +65,17 @@ def redact(text: str, secrets: Sequence[str], mark: str) -> str:
         if any(secret in plain for secret in secrets):
             return WITHHELD
     return text
+
+
+def excerpt(raw: bytes, secrets: Sequence[str]) -> str:
+    """The first :data:`EXCERPT_CHARS` characters of a response body, each of ``secrets`` (as
+    :func:`sensitive_forms` gives them) replaced by :data:`REDACTED`.
+
+    NUL characters become U+FFFD: PostgreSQL's text refuses them, and one in a response must not
+    fail the write of the outcomes it is recorded with.
+    """
+    # Only what can reach the excerpt is searched (a secret echoed escaped takes up to six times
+    # its length): a secret further on neither withholds the excerpt nor costs time.
+    window = EXCERPT_CHARS + 6 * max((len(s) for s in secrets), default=0)
+    text = raw[: window * 4].decode("utf-8", errors="replace")[:window].replace("\x00", "\ufffd")
+    return redact(text, secrets, REDACTED)[:EXCERPT_CHARS]

@@ -5,8 +5,9 @@ httpx's async client degrades with concurrency (encode/httpx#3215); see the issu
 
 A request never follows a redirect (it could lead past the destination policy), reads at most
 :data:`_READ_LIMIT` bytes of the answer, and keeps :data:`EXCERPT_CHARS` characters of it with
-every secret of the request blanked. A failure is described without naming the URL (URLs can be
-credentials).
+every secret of the request blanked (:func:`airhook.core.redaction.excerpt`, as the operator's
+hook does). The answer is settled by :mod:`airhook.core.delivery_rules`, as in the hook. A
+failure is described without naming the URL (URLs can be credentials).
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from airhook.core.delivery_rules import Outcome, classify, parse_retry_after
+from airhook.core.delivery_rules import Outcome, classify, honoured_retry_after
 from airhook.core.errors import DeliveryError
-from airhook.core.redaction import redact
+from airhook.core.redaction import EXCERPT_CHARS, excerpt
 from airhook.core.ssrf import DestinationNotAllowedError, DestinationPolicy
 from airhook.delivery.targets import PUBLIC_HEADERS, Target
 from airhook.store.outbox import AttemptRecord
@@ -30,10 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = ["EXCERPT_CHARS", "CheckingResolver", "open_session", "post"]
 
-#: At most this many characters of a response body are kept in the attempt log.
-EXCERPT_CHARS = 512
 _READ_LIMIT = 64 * 1024  # read this much of a response at most: enough for the excerpt
-_REDACTED = "[redacted]"
 
 
 class CheckingResolver:
@@ -86,22 +84,6 @@ def open_session(policy: DestinationPolicy, *, limit: int | None = None) -> aioh
         )
     # One session, many endpoints: no cookies.
     return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-
-
-def _excerpt(raw: bytes, secrets: Sequence[str]) -> str | None:
-    """The first characters of a response body, with every secret of the request blanked.
-
-    Why blank anything: some receivers echo the request (headers included) when they fail.
-    """
-    if not raw:
-        return None
-    # PostgreSQL's text refuses NUL characters: one in a response must not fail the whole
-    # flush of outcomes it is recorded with.
-    # Only what can reach the excerpt is searched (a secret echoed escaped takes up to six
-    # times its length): a secret further on neither withholds the excerpt nor costs time.
-    window = EXCERPT_CHARS + 6 * max((len(s) for s in secrets), default=0)
-    text = raw[: window * 4].decode("utf-8", errors="replace")[:window].replace("\x00", "\ufffd")
-    return redact(text, secrets, _REDACTED)[:EXCERPT_CHARS]
 
 
 def _describe(exc: BaseException, timeout: float) -> str:
@@ -165,8 +147,7 @@ async def post(
             allow_redirects=False,  # a redirect could lead past the destination policy
         ) as response:
             status = response.status
-            if not 200 <= status < 300:
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            retry_after = honoured_retry_after(status, response.headers.get("Retry-After"))
             try:
                 raw = await response.content.read(_READ_LIMIT)
             except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -177,7 +158,7 @@ async def post(
     outcome = classify(status)
     if status is not None and outcome is not Outcome.DELIVERED:
         error = f"HTTP {status}"
-    excerpt: str | None = None
+    kept: str | None = None
     if raw:
         # Signatures change per request: hidden along with the round's fixed values.
         hidden: Sequence[str] = target.hidden
@@ -186,7 +167,8 @@ async def post(
                 *target.hidden,
                 *(v for k, v in signed.items() if k.lower() not in PUBLIC_HEADERS),
             )
-        excerpt = _excerpt(raw, hidden)
+        # Why blank anything: some receivers echo the request (headers included) when they fail.
+        kept = excerpt(raw, hidden) or None
     attempt = AttemptRecord(
         mid,
         name,
@@ -195,6 +177,6 @@ async def post(
         status_code=status,
         latency_ms=round(latency_ms, 3),
         error=error,
-        response_excerpt=excerpt,
+        response_excerpt=kept,
     )
     return attempt, outcome, retry_after

@@ -23,9 +23,9 @@ from urllib.parse import urlsplit
 from airflow.sdk import BaseHook
 
 from airhook import __version__
-from airhook.core.delivery_rules import Outcome, RetryPolicy, classify, parse_retry_after
+from airhook.core.delivery_rules import Outcome, RetryPolicy, classify, honoured_retry_after
 from airhook.core.errors import DeliveryError
-from airhook.core.redaction import redact, sensitive_forms
+from airhook.core.redaction import REDACTED, excerpt, redact, sensitive_forms
 from airhook.core.secrets import Secret
 from airhook.core.signing import get_scheme
 from airhook.core.ssrf import DestinationNotAllowedError, DestinationPolicy, redact_url
@@ -49,13 +49,9 @@ ALLOWED_METHODS = frozenset({"POST", "PUT", "PATCH"})
 #: (full jitter). Shorter than subscriptions' 27-hour schedule: a task that waits a day blocks
 #: its DAG run; Airflow's task retries (same message id) can extend it.
 DEFAULT_RETRY_POLICY = RetryPolicy(schedule=(0, 5, 30, 120, 600, 1800))
-#: Statuses whose ``Retry-After`` is honoured (elsewhere the header means nothing to a sender).
-RETRY_AFTER_STATUSES = frozenset({429, 503})
 #: The most of a response body that is read: enough for any API's JSON answer, bounded so that
 #: a hostile endpoint cannot fill the worker's memory.
 MAX_RESPONSE_BYTES = 1024 * 1024
-#: Length of the response excerpt kept for logs and results.
-EXCERPT_CHARS = 500
 #: Response headers never handed on (to XCom, logs): credentials and session state.
 _DROPPED_RESPONSE_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "cookie", "set-cookie", "x-webhook-secret"}
@@ -83,7 +79,6 @@ _EXTRA_KEYS = frozenset(
         "path",
     }
 )
-_REDACTED = "***"
 
 
 @dataclass(frozen=True)
@@ -109,16 +104,15 @@ class DeliveryResult:
 
     @property
     def outcome(self) -> Outcome:
-        """What the status means for the delivery."""
+        """What the status means for the delivery (the core's rule, as in the fan-out engine)."""
         return classify(self.status_code)
 
     @property
     def retry_after(self) -> float | None:
-        """Seconds the receiver asked us to wait (429 and 503 only), else ``None``."""
-        if self.status_code not in RETRY_AFTER_STATUSES:
-            return None
+        """Seconds the receiver asked us to wait (429 and 503 only, as in the fan-out engine),
+        else ``None``."""
         value = next((v for k, v in self.headers.items() if k.lower() == "retry-after"), None)
-        return parse_retry_after(value)
+        return honoured_retry_after(self.status_code, value)
 
 
 @dataclass(frozen=True)
@@ -582,9 +576,7 @@ class WebhookHook(BaseHook):
             status_code=response.status_code,
             headers=self._safe_headers(response.headers),
             json=self._scrub_json(self._parse_json(response.headers, content)),
-            excerpt=self._scrub(content[: EXCERPT_CHARS * 4].decode("utf-8", "replace"))[
-                :EXCERPT_CHARS
-            ],
+            excerpt=excerpt(content, self.settings.redact),
             latency=latency,
             url=shown,
             message_id=message_id,
@@ -733,7 +725,7 @@ class WebhookHook(BaseHook):
 
     def _scrub(self, text: str) -> str:
         """``text`` with every secret of the connection replaced (a receiver may echo them)."""
-        return redact(text, self.settings.redact, _REDACTED)
+        return redact(text, self.settings.redact, REDACTED)
 
     def _scrub_json(self, value: Any) -> Any:
         if isinstance(value, str):
