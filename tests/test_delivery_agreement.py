@@ -1,17 +1,24 @@
 """The operator's hook and the fan-out engine settle the same answers the same way.
 
-Both stacks are driven against one real server on 127.0.0.1: the hook (requests) through
-``WebhookHook.send``, the engine (aiohttp) through ``airhook.delivery.http.post``. Each answer's
-outcome, honoured ``Retry-After`` and excerpt must be the same in both.
+Both are driven against real servers on 127.0.0.1: the hook through ``WebhookHook.send`` and
+``attempt``, the engine through ``airhook.delivery.http.post``; both go through airhook's one
+client (``airhook.delivery.client``). Each answer's outcome, honoured ``Retry-After`` and excerpt,
+and each way of getting no answer (refused, silent, untrusted certificate, a failed handshake),
+must come out the same in both.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import ssl
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -126,3 +133,140 @@ def test_retry_after_is_honoured_on_429_and_503_only() -> None:
     assert honoured == {200: None, 301: None, 400: None, 410: None, 429: 7.0, 500: None, 503: 7.0}
     assert honoured_retry_after(None, "7") is None
     assert honoured_retry_after(429, None) is None
+
+
+# --- no answer: the one client's failure vocabulary ----------------------------------------
+
+
+def _self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that no client trusts: (certificate file, key file)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "untrusted")])
+    now = datetime.now(timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_file, key_file
+
+
+@pytest.fixture(scope="module")
+def unanswering(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """URLs on 127.0.0.1 that get no answer, each in its own way."""
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    refused_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now: connections are refused
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)  # the kernel accepts; nobody ever answers
+    tls_httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*_self_signed(tmp_path_factory.mktemp("untrusted")))
+    tls_httpd.socket = context.wrap_socket(tls_httpd.socket, server_side=True)
+    tls_httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+    plain_httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    servers = [tls_httpd, plain_httpd]
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    yield {
+        "refused": f"http://127.0.0.1:{refused_port}/200",
+        "silent": f"http://127.0.0.1:{silent.getsockname()[1]}/200",
+        "untrusted certificate": f"https://127.0.0.1:{tls_httpd.server_address[1]}/200",
+        "https to plain http": f"https://127.0.0.1:{plain_httpd.server_address[1]}/200",
+    }
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    silent.close()
+
+
+#: what each way of getting no answer means, for the hook and the engine alike.
+NO_ANSWER = [
+    ("refused", Outcome.RETRY, "connection failed: Connect call failed"),
+    ("silent", Outcome.RETRY, "no answer within 0.5 s"),
+    ("untrusted certificate", Outcome.FAILED, "TLS certificate did not verify"),
+    ("https to plain http", Outcome.RETRY, "TLS handshake failed"),
+]
+
+
+@pytest.mark.parametrize(("case", "outcome", "reason"), NO_ANSWER)
+def test_hook_and_engine_settle_no_answer_alike(
+    monkeypatch: pytest.MonkeyPatch,
+    unanswering: dict[str, str],
+    case: str,
+    outcome: Outcome,
+    reason: str,
+) -> None:
+    url = unanswering[case]
+    monkeypatch.setenv("AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
+    hook = WebhookHook(None, timeout=0.5)
+    attempt = hook.attempt("POST", url, {}, b"{}", message_id="msg_none")
+    hook.close()
+    assert attempt.result is None
+    assert attempt.error is not None
+    hook_says = (attempt.outcome, attempt.error.reason)
+
+    subscription = Subscription(name="none", url=url, scheme=None, timeout=0.5)
+    target = build_target(subscription, default_timeout=0.5)
+
+    async def run() -> tuple[Outcome | None, str | None]:
+        async with open_session(DestinationPolicy(allow=["127.0.0.1/32"])) as session:
+            logged, settled, _ = await post(session, target, "msg_none", b"{}")
+        return settled, logged.error
+
+    engine_says = asyncio.run(run())
+    assert hook_says == engine_says
+    assert hook_says[0] is outcome
+    assert hook_says[1] is not None
+    assert hook_says[1].startswith(reason)
+
+
+def test_engine_connects_only_to_addresses_the_policy_passes(base_url: str) -> None:
+    # The round's check passed (no verdict on the target); when connecting, the name resolves
+    # to loopback, which this policy refuses: the attempt is refused and nothing is sent.
+    port = base_url.rsplit(":", 1)[1]
+    url = f"http://rebound.airhook.test:{port}/200"
+    target = build_target(Subscription(name="rebound", url=url, scheme=None), 5.0)
+    asked: list[str] = []
+
+    def resolve(host: str, port: int) -> list[str]:
+        asked.append(host)
+        return ["127.0.0.1"]
+
+    async def run() -> tuple[Outcome | None, str | None]:
+        async with open_session(DestinationPolicy(resolver=resolve)) as session:
+            logged, settled, _ = await post(session, target, "msg_rebound", b"{}")
+        return settled, logged.outcome + ": " + (logged.error or "")
+
+    settled, logged = asyncio.run(run())
+    assert asked == ["rebound.airhook.test"]
+    assert settled is None
+    assert logged.startswith(
+        "refused: destination refused: rebound.airhook.test resolves to a loopback"
+    )

@@ -549,7 +549,7 @@ def test_timeout_is_retried(sqlite_store: Store, cipher: Fernet, receiver: Recei
     assert (first.outcome, first.status_code, first.error) == (
         "retry",
         None,
-        "timed out after 0.2 s",
+        "no answer within 0.2 s",
     )
     assert first.latency_ms is not None
     assert 150 < first.latency_ms < 900
@@ -584,7 +584,7 @@ def test_unreachable_endpoint_is_retried_then_dead_lettered(
     assert result.summary.dead == 1
     logged = engine.outbox.attempts(result.message_ids[0])
     assert len(logged) == 3
-    assert all(a.error and a.error.startswith("cannot connect") for a in logged)
+    assert all(a.error and a.error.startswith("connection failed") for a in logged)
 
 
 def test_dead_letter_after_the_last_attempt(

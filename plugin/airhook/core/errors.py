@@ -195,11 +195,13 @@ class DeliveryError(AirhookError):
 
     :param url: the target, without query string or credentials.
     :param status_code: the HTTP status, or ``None`` when no response arrived.
+    :param message: what went wrong, naming no URL (kept as ``reason``).
     :param retryable: whether a later attempt may succeed.
     """
 
     def __init__(self, url: str, status_code: int | None, message: str, *, retryable: bool) -> None:
         self.url = url
+        self.reason = message
         self.status_code = status_code
         self.retryable = retryable
         super().__init__(f"{url}: {message}")

@@ -22,16 +22,16 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
-from airhook import __version__
 from airhook.core.delivery_rules import Outcome, RetryPolicy, classify, honoured_retry_after
 from airhook.core.errors import DeliveryError
 from airhook.core.redaction import REDACTED, excerpt, redact, sensitive_forms
 from airhook.core.secrets import Secret
 from airhook.core.signing import get_scheme
 from airhook.core.ssrf import DestinationNotAllowedError, DestinationPolicy, redact_url
+from airhook.delivery.client import BlockingClient, tls_setting
 
 if TYPE_CHECKING:
-    import requests
+    import ssl
 
     from airhook.core.signing import SigningScheme
 
@@ -192,28 +192,6 @@ def _is_absolute(url: str) -> bool:
     return "://" in url.split("?", 1)[0]
 
 
-def _cause_name(exc: BaseException) -> str:
-    """The innermost cause's class name (``ConnectionResetError``, ``ReadTimeoutError``…).
-
-    Only the name: the messages of requests and urllib3 quote the full URL, query string
-    included, which may carry a key.
-    """
-    seen: set[int] = set()
-    current: BaseException = exc
-    while id(current) not in seen:
-        seen.add(id(current))
-        nested = current.__cause__ or current.__context__
-        if nested is None and current.args and isinstance(current.args[0], BaseException):
-            nested = current.args[0]
-        if nested is None:
-            break
-        current = nested
-    reason = getattr(current, "reason", None)
-    if isinstance(reason, BaseException):
-        current = reason
-    return type(current).__name__
-
-
 class WebhookHook(BaseHook):
     """Send signed webhook calls to the endpoint an Airflow connection describes.
 
@@ -250,7 +228,8 @@ class WebhookHook(BaseHook):
         self.webhook_conn_id = webhook_conn_id
         self.timeout = timeout
         self._settings_cache: _Settings | None = None
-        self._session: requests.Session | None = None
+        self._client: BlockingClient | None = None
+        self._tls_setting: bool | ssl.SSLContext | None = None
 
     # --- connection -------------------------------------------------------------------------
 
@@ -403,28 +382,22 @@ class WebhookHook(BaseHook):
                     shortest,
                 )
 
-    def get_conn(self) -> requests.Session:
-        """Return the session, created on first use and reused: connections are pooled."""
-        if self._session is None:
-            import requests
+    def get_conn(self) -> BlockingClient:
+        """Return the client, created on first use and reused: connections are pooled.
 
-            from airhook.hooks.pinned import PinnedAdapter
-
-            session = requests.Session()
-            session.headers["User-Agent"] = f"airhook/{__version__}"
-            # Connections go only to addresses the destination policy has just passed, so a
-            # DNS answer that changes after send()'s check cannot redirect the call.
-            adapter = PinnedAdapter(self.destination_policy())
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
-            self._session = session
-        return self._session
+        airhook's one HTTP client (:mod:`airhook.delivery.client`), as the fan-out engine uses:
+        its connections go only to addresses the destination policy has just passed, so a DNS
+        answer that changes after :meth:`send`'s check cannot redirect the call.
+        """
+        if self._client is None:
+            self._client = BlockingClient(self.destination_policy())
+        return self._client
 
     def close(self) -> None:
         """Close the pooled connections; the next call opens new ones."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
     def __enter__(self) -> WebhookHook:
         return self
@@ -476,23 +449,21 @@ class WebhookHook(BaseHook):
         Authentication, signature and id headers come last, so a template can neither drop nor
         spoof them.
         """
-        import requests
-
         settings = self.settings
-        merged: requests.structures.CaseInsensitiveDict[str] = (
-            requests.structures.CaseInsensitiveDict({"Content-Type": "application/json"})
-        )
-        merged.update(settings.headers)
-        merged.update({str(k): str(v) for k, v in (headers or {}).items()})
-        merged["webhook-id"] = message_id
-        merged["Idempotency-Key"] = message_id
+        # Case-insensitive merge: a later "content-type" replaces an earlier "Content-Type".
+        merged: dict[str, tuple[str, str]] = {"content-type": ("Content-Type", "application/json")}
+        layers: list[Mapping[str, Any]] = [settings.headers, headers or {}]
+        ours: dict[str, str] = {"webhook-id": message_id, "Idempotency-Key": message_id}
         if settings.authorization is not None:
-            merged["Authorization"] = settings.authorization.reveal()
+            ours["Authorization"] = settings.authorization.reveal()
         if settings.scheme is not None:
-            merged.update(
+            ours.update(
                 settings.scheme.sign(body, settings.secrets, now=time.time(), message_id=message_id)
             )
-        return dict(merged.items())
+        for layer in (*layers, ours):
+            for name, value in layer.items():
+                merged[str(name).lower()] = (str(name), str(value))
+        return dict(merged.values())
 
     # --- calling ----------------------------------------------------------------------------
 
@@ -522,8 +493,6 @@ class WebhookHook(BaseHook):
         :raises DestinationNotAllowedError: the URL points at a refused address.
         :raises DeliveryError: no answer arrived (``retryable`` says whether to try again).
         """
-        import requests
-
         method = method.upper()
         if method not in ALLOWED_METHODS:
             raise ValueError(f"method {method!r} is not one of {sorted(ALLOWED_METHODS)}")
@@ -532,50 +501,22 @@ class WebhookHook(BaseHook):
         self.destination_policy().check(target)
         request_headers = self.build_headers(headers, body, message_id=message_id)
         seconds = self._timeout(timeout)
-        started = time.perf_counter()
-        try:
-            response = self.get_conn().request(
-                method,
-                target,
-                data=body,
-                headers=request_headers,
-                timeout=(seconds, seconds),
-                # Passed per request: requests lets REQUESTS_CA_BUNDLE override session.verify.
-                verify=self.settings.verify,
-                allow_redirects=False,
-                stream=True,
-            )
-            try:
-                content = self._read(response)
-            finally:
-                response.close()
-        except requests.exceptions.SSLError as exc:
-            # A certificate that does not verify stays so; a handshake cut short may not.
-            if _cause_name(exc) == "SSLCertVerificationError":
-                raise DeliveryError(
-                    shown, None, "TLS certificate did not verify", retryable=False
-                ) from None
-            raise DeliveryError(
-                shown, None, f"TLS handshake failed ({_cause_name(exc)})", retryable=True
-            ) from None
-        except requests.exceptions.Timeout as exc:
-            raise DeliveryError(
-                shown, None, f"no answer within {seconds:g} s ({_cause_name(exc)})", retryable=True
-            ) from None
-        except (requests.exceptions.InvalidURL, requests.exceptions.InvalidHeader) as exc:
-            raise DeliveryError(
-                shown, None, f"invalid request ({type(exc).__name__})", retryable=False
-            ) from None
-        except requests.exceptions.RequestException as exc:
-            # Connection refused or reset, the answer cut short: the network, not the request.
-            raise DeliveryError(
-                shown, None, f"connection failed ({_cause_name(exc)})", retryable=True
-            ) from None
-        latency = time.perf_counter() - started
+        answer = self.get_conn().request(
+            method,
+            target,
+            headers=request_headers,
+            body=body,
+            timeout=seconds,
+            shown=shown,
+            read_limit=MAX_RESPONSE_BYTES,
+            tls=self._tls(),
+        )
+        content = answer.body
+        latency = answer.latency
         result = DeliveryResult(
-            status_code=response.status_code,
-            headers=self._safe_headers(response.headers),
-            json=self._scrub_json(self._parse_json(response.headers, content)),
+            status_code=answer.status,
+            headers=self._safe_headers(answer.headers),
+            json=self._scrub_json(self._parse_json(answer.header("Content-Type"), content)),
             excerpt=excerpt(content, self.settings.redact),
             latency=latency,
             url=shown,
@@ -702,20 +643,21 @@ class WebhookHook(BaseHook):
 
         return get_float("outbound_timeout_seconds")
 
-    @staticmethod
-    def _read(response: requests.Response) -> bytes:
-        chunks: list[bytes] = []
-        size = 0
-        for chunk in response.iter_content(chunk_size=64 * 1024):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size >= MAX_RESPONSE_BYTES:
-                break
-        return b"".join(chunks)[:MAX_RESPONSE_BYTES]
+    def _tls(self) -> bool | ssl.SSLContext:
+        """The connection's TLS setting, built once (a CA bundle is read from disk)."""
+        if self._tls_setting is None:
+            self._tls_setting = tls_setting(self.settings.verify)
+            if self._tls_setting is False:
+                self.log.warning(
+                    "connection %r: TLS certificates are not verified (extra verify_tls is "
+                    "false): anyone on the path can read and change these calls",
+                    self.webhook_conn_id,
+                )
+        return self._tls_setting
 
     @staticmethod
-    def _parse_json(headers: Mapping[str, str], content: bytes) -> Any:
-        kind = headers.get("Content-Type", "")
+    def _parse_json(content_type: str | None, content: bytes) -> Any:
+        kind = content_type or ""
         if "json" not in kind.lower() and content.lstrip()[:1] not in (b"{", b"["):
             return None
         try:
