@@ -5,6 +5,10 @@ per batch with hundreds of rows; Core's per-execution work (compiling, "insertma
 batching, result processing) was most of their CPU. They write their statements for the driver
 themselves, with its parameter marker, and bind times exactly as Core would, so that a row reads
 back the same whichever path wrote it.
+
+Each of those operations has that one SQL path, with no SQLAlchemy Core twin, so a store whose
+driver has another parameter style is refused when the repository is built
+(:func:`require_driver`), not at its first write.
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from airhook.core.errors import SetupError
 from airhook.store.engine import Store
 from airhook.store.times import to_utc
 
-__all__ = ["ROWS_PER_STATEMENT", "Driver", "driver_of"]
+__all__ = ["ROWS_PER_STATEMENT", "Driver", "driver_of", "require_driver"]
 
 # "?" for sqlite3; "%s" for psycopg2, psycopg and pg8000 (pyformat drivers take it too).
 _MARKERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -41,8 +46,7 @@ class Driver:
 
 
 def driver_of(store: Store) -> Driver | None:
-    """The store's driver, or ``None`` for a parameter style the hot paths do not write (then
-    they leave the work to Core)."""
+    """The store's driver, or ``None`` for a parameter style the hot paths do not write."""
     dialect = store.write_engine.dialect
     marker = _MARKERS.get(dialect.paramstyle)
     if marker is None:
@@ -55,3 +59,18 @@ def driver_of(store: Store) -> Driver | None:
         return process(value) if process is not None else value
 
     return Driver(marker, store.is_sqlite, time)
+
+
+def require_driver(store: Store, what: str) -> Driver:
+    """The store's driver, or a :class:`~airhook.core.errors.SetupError` naming ``[airhook]
+    database_url`` when ``what`` (``"the inbox"``, ``"the outbox"``) cannot write to it."""
+    driver = driver_of(store)
+    if driver is None:
+        dialect = store.write_engine.dialect
+        raise SetupError(
+            "[airhook] database_url",
+            f"{what} writes its statements for DB-API drivers with the qmark, format or"
+            f" pyformat parameter style (sqlite3, psycopg2): {dialect.driver} uses"
+            f" {dialect.paramstyle}",
+        )
+    return driver

@@ -1,4 +1,8 @@
-"""The inbox: every accepted delivery, recorded exactly once, then dispatched to Airflow."""
+"""The inbox: every accepted delivery, recorded exactly once, then dispatched to Airflow.
+
+Each operation has one SQL path. Recording, the receiver's hot path, writes its insert for the
+driver (sqlite3, psycopg2; see :mod:`airhook.store.driver`); the rest go through SQLAlchemy Core.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,9 @@ from typing import Any, Literal
 
 import orjson
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from airhook.store.chunks import chunks
-from airhook.store.driver import driver_of
+from airhook.store.driver import ROWS_PER_STATEMENT, require_driver
 from airhook.store.engine import Store
 from airhook.store.tables import inbox
 from airhook.store.times import aware as _aware
@@ -116,12 +119,17 @@ _COLUMNS = [
 
 
 class InboxRepository:
-    """Record, read and mark inbox events."""
+    """Record, read and mark inbox events.
+
+    Recording is the receiver's hot path: its insert is written for the driver (sqlite3,
+    psycopg2; see :mod:`airhook.store.driver`), with no SQLAlchemy Core twin, so a store whose
+    driver has another parameter style is refused here, with a
+    :class:`~airhook.core.errors.SetupError` naming ``[airhook] database_url``.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._insert = (postgresql.insert if not store.is_sqlite else sqlite.insert)(inbox)
-        self._driver = driver_of(store)
+        self._driver = require_driver(store, "the inbox")
 
     def record(self, events: Sequence[NewEvent]) -> list[Recorded]:
         """Record a batch in one transaction; return one outcome per event, in order.
@@ -138,7 +146,8 @@ class InboxRepository:
         This is the receiver's hot path (its group-commit writer calls it once per batch), so the
         insert skips SQLAlchemy Core's per-execution work (compiling, "insertmanyvalues"
         batching, result processing: most of a small batch's CPU): the rows go to the driver as
-        one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING id``, with ``received_at``
+        one multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING id`` per
+        :data:`~airhook.store.driver.ROWS_PER_STATEMENT` rows, with ``received_at``
         converted by the column type's own bind processor so that it is stored exactly as Core
         stores it. A second statement runs only when some rows conflicted (duplicates), to read
         the earlier rows' ids.
@@ -154,57 +163,32 @@ class InboxRepository:
         with self._store.begin() as connection:
             if not self._store.is_sqlite:
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_RECORD_LOCK_ID)))
-            if driver is None:  # a driver parameter style the fast path does not write
-                statement = self._insert.on_conflict_do_nothing(
-                    index_elements=[inbox.c.source, inbox.c.dedupe_key]
-                ).returning(inbox.c.id)
-                rows = [
-                    {
-                        "id": e.id,
-                        "source": e.source,
-                        "profile": e.profile,
-                        "event": e.event,
-                        "kind": e.kind,
-                        "dedupe_key": e.dedupe_key,
-                        "body": e.body,
-                        "received_at": _utc(e.received_at),
-                        "dispatch_attempts": 0,
-                        "dispatched_at": None,
-                    }
-                    for e in unique
-                ]
-                created.update(connection.scalars(statement, rows))
-            else:
-                head = (
-                    "INSERT INTO airhook_inbox (id, source, profile, event, kind, dedupe_key,"
-                    " body, received_at, dispatch_attempts) VALUES "
-                )
-                values = f"({', '.join([driver.marker] * 8)}, 0)"
-                tail = " ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id"
-                cursor = connection.connection.cursor()
-                try:
-                    # 500 rows of 8 values stay below SQLite's and PostgreSQL's parameter limits.
-                    for chunk_start in range(0, len(unique), 500):
-                        batch = unique[chunk_start : chunk_start + 500]
-                        params: list[Any] = []
-                        for e in batch:
-                            params += (
-                                e.id,
-                                e.source,
-                                e.profile,
-                                e.event,
-                                e.kind,
-                                e.dedupe_key,
-                                e.body,
-                                driver.time(e.received_at),
-                            )
-                        cursor.execute(
-                            head + ", ".join([values] * len(batch)) + tail,
-                            params,
+            head = (
+                "INSERT INTO airhook_inbox (id, source, profile, event, kind, dedupe_key,"
+                " body, received_at, dispatch_attempts) VALUES "
+            )
+            values = f"({', '.join([driver.marker] * 8)}, 0)"
+            tail = " ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id"
+            cursor = connection.connection.cursor()
+            try:
+                for chunk_start in range(0, len(unique), ROWS_PER_STATEMENT):
+                    batch = unique[chunk_start : chunk_start + ROWS_PER_STATEMENT]
+                    params: list[Any] = []
+                    for e in batch:
+                        params += (
+                            e.id,
+                            e.source,
+                            e.profile,
+                            e.event,
+                            e.kind,
+                            e.dedupe_key,
+                            e.body,
+                            driver.time(e.received_at),
                         )
-                        created.update(row[0] for row in cursor.fetchall())
-                finally:
-                    cursor.close()
+                    cursor.execute(head + ", ".join([values] * len(batch)) + tail, params)
+                    created.update(row[0] for row in cursor.fetchall())
+            finally:
+                cursor.close()
             if created and not self._store.is_sqlite:
                 # Delivered to listeners at the commit (not before, not if rolled back): the
                 # dispatcher of any process wakes at once instead of at its next poll.

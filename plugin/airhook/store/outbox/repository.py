@@ -11,8 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from airhook.core.errors import SetupError
-from airhook.store.driver import driver_of
+from airhook.store.driver import require_driver
 from airhook.store.engine import Store
 from airhook.store.outbox import claims, queries, settling
 from airhook.store.outbox import replay as replaying
@@ -42,16 +41,7 @@ class OutboxRepository:
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        driver = driver_of(store)
-        if driver is None:
-            dialect = store.write_engine.dialect
-            raise SetupError(
-                "[airhook] database_url",
-                "the outbox writes its statements for DB-API drivers with the qmark, format or"
-                f" pyformat parameter style (sqlite3, psycopg2): {dialect.driver} uses"
-                f" {dialect.paramstyle}",
-            )
-        self._driver = driver
+        self._driver = require_driver(store, "the outbox")
 
     # --- adding and claiming ---------------------------------------------------------------------
 
