@@ -1193,11 +1193,11 @@ def test_default_policy_makes_six_attempts() -> None:
 
 
 def test_provider_info_registers_the_connection_type() -> None:
-    from airhook.hooks.webhook import _EXTRA_KEYS
+    from airhook.hooks.connection import EXTRA_KEYS
     from airhook.provider_info import get_provider_info
 
     [entry] = get_provider_info()["connection-types"]
     assert entry["hook-class-name"] == f"{WebhookHook.__module__}.{WebhookHook.__name__}"
     assert entry["connection-type"] == WebhookHook.conn_type == "airhook_webhook"
     assert entry["hook-name"] == WebhookHook.hook_name
-    assert set(entry["conn-fields"]) <= _EXTRA_KEYS
+    assert set(entry["conn-fields"]) <= EXTRA_KEYS
