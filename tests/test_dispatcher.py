@@ -326,6 +326,38 @@ report["running"] = {
     "asset_events_per_event": sorted({len(events.get(i, [])) for i in running_ids}),
 }
 
+# --- 6: re-dispatch on request ----------------------------------------------------------------
+from airhook.airflow_internals import asset_events_of
+
+again_id = record("rkt", "lead.captured", "lead.captured")
+waiting_id = record("rkt", "lead.captured", "lead.captured")
+Dispatcher(store).dispatch_once()  # both dispatched once
+first = len(asset_events().get(again_id, []))
+# Only dispatched events go again; the unknown id is ignored.
+report["redispatch_count"] = inbox.redispatch([again_id, again_id, "evt_unknown"])
+report["redispatch_state"] = inbox_state(again_id)
+# A round that began (and counted its attempt) before a crash: the next round must look the
+# re-dispatch up in Airflow, and not take the first dispatch's asset events for it.
+inbox.begin_dispatch([again_id])
+Dispatcher(store).dispatch_once()
+report["redispatch"] = {
+    "first": first,
+    "after": len(asset_events().get(again_id, [])),
+    "marks": sorted(
+        e["extra"].get("airhook_redispatch", 0) for e in asset_events().get(again_id, [])
+    ),
+    "state": inbox_state(again_id),
+    "redispatches": inbox.get(again_id).redispatches,
+    "untouched": inbox.get(waiting_id).redispatches,
+    "detail": [
+        (e["asset"], e["redispatch"], len(e["dag_runs"]))
+        for e in asset_events_of(again_id, inbox.get(again_id).received_at)
+    ],
+}
+# A second pass finds nothing left to do: each request is dispatched once.
+report["redispatch"]["second_pass"] = Dispatcher(store).dispatch_once()
+report["redispatch"]["after_second_pass"] = len(asset_events().get(again_id, []))
+
 print(json.dumps(report))
 """
 )
@@ -1086,3 +1118,24 @@ def test_events_no_run_consumed_queue_their_dag_again_once(
     assert report["requeued_for_paused"] == 0
     assert not report["queued_for_paused"]
     assert third not in report["after_paused"]
+
+
+def test_redispatch_sends_a_dispatched_event_to_its_assets_once_more(
+    report: dict[str, Any],
+) -> None:
+    assert report["redispatch_count"] == 1
+    assert report["redispatch_state"] == {"attempts": 0, "dispatched": False}
+    seen = report["redispatch"]
+    # lead.captured is listened to on two assets: the source's event (rkt_leads) and the whole
+    # source (rkt_everything).
+    assert seen["first"] == 2
+    assert seen["after"] == 4
+    assert seen["marks"] == [0, 0, 1, 1]
+    assert seen["state"] == {"attempts": 2, "dispatched": True}  # the crashed round, then this
+    assert (seen["redispatches"], seen["untouched"]) == (1, 0)
+    assert sorted(asset for asset, _, _ in seen["detail"]) == sorted(
+        ["airhook://rkt"] * 2 + ["airhook://rkt/lead.captured"] * 2
+    )
+    assert sorted(number for _, number, _ in seen["detail"]) == [0, 0, 1, 1]
+    assert seen["second_pass"] == 0
+    assert seen["after_second_pass"] == 4

@@ -417,6 +417,66 @@ def test_mark_dispatched_keeps_the_first_time(inbox: InboxRepository) -> None:
     assert stored.dispatched_at == T0
 
 
+def test_list_pages_newest_first_with_the_total(inbox: InboxRepository) -> None:
+    events = [_event(f"l-{n}", received_at=T0 + timedelta(minutes=n)) for n in range(5)]
+    inbox.record(events)
+    page, total = inbox.list(limit=2, offset=1)
+    assert total == 5
+    assert [e.id for e in page] == [events[3].id, events[2].id]
+    assert inbox.list(limit=2, offset=4) == ([inbox.get(events[0].id)], 5)
+    assert inbox.list(limit=2, offset=5) == ([], 5)
+
+
+def test_list_filters_combine(inbox: InboxRepository) -> None:
+    summary = _event("f-1", event="insight.summary", received_at=T0)
+    topic = _event("f-2", event="insight.topic", received_at=T0 + timedelta(hours=1))
+    other = _event("f-3", source="rkt-main", event="lead.captured", received_at=T0)
+    odd = _event("f-4", event="insight_x%", received_at=T0)  # LIKE's own characters, literally
+    inbox.record([summary, topic, other, odd])
+    inbox.mark_dispatched([summary.id], T0)
+
+    def ids(**filters: Any) -> list[str]:
+        page, total = inbox.list(**filters)
+        assert total == len(page)
+        return sorted(e.id for e in page)
+
+    assert ids(source="caleida-main") == sorted([summary.id, topic.id, odd.id])
+    assert ids(event_pattern="insight.*") == sorted([summary.id, topic.id])
+    assert ids(event_pattern="insight_x%") == [odd.id]
+    assert ids(event_pattern="insight?x*") == []
+    assert ids(event_pattern="*") == sorted(e.id for e in (summary, topic, other, odd))
+    assert ids(kind="insight.summary", source="rkt-main") == [other.id]
+    assert ids(since=T0 + timedelta(minutes=30)) == [topic.id]
+    assert ids(until=T0 + timedelta(minutes=30), source="caleida-main") == sorted(
+        [summary.id, odd.id]
+    )
+    assert ids(dispatched=True) == [summary.id]
+    assert summary.id not in ids(dispatched=False)
+
+
+def test_redispatch_makes_dispatched_events_go_again(inbox: InboxRepository) -> None:
+    done, waiting = _event("r-1"), _event("r-2")
+    inbox.record([done, waiting])
+    inbox.begin_dispatch([done.id, waiting.id])
+    inbox.mark_dispatched([done.id], T0)
+    # Only the dispatched one goes again; repeats and unknown ids in one request count once.
+    assert inbox.redispatch([done.id, done.id, waiting.id, "evt_unknown"]) == 1
+    again = inbox.get(done.id)
+    assert again is not None
+    assert (again.dispatched_at, again.dispatch_attempts, again.redispatches) == (None, 0, 1)
+    assert [e.id for e in inbox.undispatched(10)] == [done.id, waiting.id]
+    assert inbox.get(waiting.id).redispatches == 0  # type: ignore[union-attr]
+    assert inbox.redispatch([done.id]) == 0  # not dispatched again yet: nothing to do
+
+
+def test_received_per_bucket_counts_by_hour(inbox: InboxRepository) -> None:
+    hour = datetime(2026, 3, 1, 10, tzinfo=timezone.utc)
+    times = [hour, hour + timedelta(minutes=59), hour + timedelta(hours=1, minutes=5)]
+    inbox.record([_event(f"b-{n}", received_at=t) for n, t in enumerate(times)])
+    inbox.record([_event("b-old", received_at=hour - timedelta(days=1))])
+    assert inbox.received_per_bucket(hour, 3600) == {hour: 2, hour + timedelta(hours=1): 1}
+
+
 def test_get_of_an_unknown_id_is_none(inbox: InboxRepository) -> None:
     assert inbox.get("evt_missing") is None
 

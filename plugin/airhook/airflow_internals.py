@@ -16,7 +16,11 @@ Airflow's metadata DB:
   bulk; the lock and queue-row fixes of apache/airflow#62501 and #70972, not in 3.3;
 - **re-queueing DAGs whose queued events no run consumed** (the queue keeper): reads
   ``asset_dag_run_queue``, ``dagrun_asset_event``, ``dag_run`` and ``dag_schedule_asset_reference``
-  and writes a queue row: apache/airflow#70970 (see ``airhook.requeue``).
+  and writes a queue row: apache/airflow#70970 (see ``airhook.requeue``);
+- **showing which asset events and DAG runs a recorded event became** (the management API's
+  event detail): Airflow's REST API lists asset events by asset, not by a key of their ``extra``,
+  and does not link them to the runs that consumed them, so ``asset_events_of`` reads
+  ``AssetEvent.extra`` and ``AssetEvent.created_dagruns``.
 
 Smaller uses: ``airflow.models.crypto.get_fernet`` (Airflow's key, so that one key encrypts
 Airflow's connections and airhook's stored secrets alike; no public accessor) and
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
@@ -44,8 +48,10 @@ from airhook.store.times import aware
 
 __all__ = [
     "EVENT_ID_KEY",
+    "REDISPATCH_KEY",
     "advance_queue",
     "already_dispatched",
+    "asset_events_of",
     "assets_named",
     "create_asset_events",
     "dispatch_session",
@@ -67,6 +73,8 @@ log = logging.getLogger(__name__)
 
 #: The key of an asset event's ``extra`` that holds the airhook event id.
 EVENT_ID_KEY = "airhook_event_id"
+#: The asset events of an event's n-th re-dispatch carry n under this key of their ``extra``.
+REDISPATCH_KEY = "airhook_redispatch"
 #: How far the clocks of the hosts that receive and dispatch events may disagree.
 _CLOCK_MARGIN = timedelta(hours=1)
 #: How long a round waits for a lock in Airflow's database (PostgreSQL) before it gives up.
@@ -182,9 +190,12 @@ def assets_named(session: Any, names: set[str]) -> dict[str, Any]:
 
 
 def already_dispatched(
-    session: Any, event_ids: Sequence[str], received_since: datetime
+    session: Any, dispatches: dict[str, int], received_since: datetime
 ) -> set[str]:
-    """Return the airhook event ids among ``event_ids`` that Airflow has asset events for.
+    """Return the airhook event ids among ``dispatches`` that Airflow has asset events for.
+
+    :param dispatches: event id -> which dispatch of it is meant (0: the first; n: the n-th
+        re-dispatch, whose asset events carry ``REDISPATCH_KEY``).
 
     :param received_since: when the earliest of them was received (the receiving host's clock;
         an asset event's timestamp is the dispatching host's: a margin allows for clocks that
@@ -196,11 +207,13 @@ def already_dispatched(
     # Only the event id out of each extra (JSON ->> on PostgreSQL, json_extract on SQLite),
     # compared in the database: an hour of asset events carries an hour of payloads.
     event_id = AssetEvent.extra[EVENT_ID_KEY].as_string()
+    redispatch = AssetEvent.extra[REDISPATCH_KEY].as_string()
     found: set[str] = set()
-    for wanted in chunks(list(event_ids)):
+    for wanted in chunks(list(dispatches)):
         found.update(
-            session.scalars(
-                sa.select(event_id)
+            found_id
+            for found_id, number in session.execute(
+                sa.select(event_id, redispatch)
                 .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
                 .where(
                     sa.or_(
@@ -211,7 +224,46 @@ def already_dispatched(
                     event_id.in_(wanted),
                 )
             )
+            if int(number or 0) == dispatches[found_id]
         )
+    return found
+
+
+def asset_events_of(event_id: str, received_at: datetime) -> list[dict[str, Any]]:
+    """The asset events an airhook event became (every dispatch of it), each with the DAG runs
+    that consumed it: for the management API's event detail (API server only: it reads
+    Airflow's metadata DB).
+
+    Reads ``AssetEvent.extra`` and the ``created_dagruns`` relationship, neither of them public
+    API (the public REST API lists asset events by asset, not by a key of their extra).
+    """
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    since = received_at - _CLOCK_MARGIN
+    found: list[dict[str, Any]] = []
+    with create_session() as session:
+        rows = session.execute(
+            sa.select(AssetEvent, AssetModel.name)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .where(
+                AssetEvent.timestamp >= since,
+                AssetEvent.extra[EVENT_ID_KEY].as_string() == event_id,
+            )
+            .order_by(AssetEvent.timestamp, AssetEvent.id)
+        ).all()
+        for asset_event, asset_name in rows:
+            found.append(
+                {
+                    "asset": asset_name,
+                    "timestamp": aware(asset_event.timestamp).isoformat(),  # type: ignore[union-attr]
+                    "redispatch": int((asset_event.extra or {}).get(REDISPATCH_KEY, 0)),
+                    "dag_runs": [
+                        {"dag_id": run.dag_id, "run_id": run.run_id, "state": str(run.state)}
+                        for run in asset_event.created_dagruns
+                    ],
+                }
+            )
     return found
 
 

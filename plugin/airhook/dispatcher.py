@@ -62,6 +62,9 @@ def asset_extra(event: InboxEvent, payload_max_bytes: int) -> dict[str, Any]:
         "kind": event.kind,
         "received_at": event.received_at.isoformat(),
     }
+    if event.redispatches:
+        # Which dispatch of the event this is: an earlier one's asset events are not this one's.
+        extra[airflow.REDISPATCH_KEY] = event.redispatches
     if len(event.body.encode("utf-8")) <= payload_max_bytes:
         extra["payload"] = event.payload()
     else:
@@ -275,7 +278,9 @@ class Dispatcher:
             contested = [e for e in events if e.id not in done and states[e.id][1] > 1]
             if contested:
                 received = min(e.received_at for e in contested)
-                done |= airflow.already_dispatched(session, [e.id for e in contested], received)
+                done |= airflow.already_dispatched(
+                    session, {e.id: e.redispatches for e in contested}, received
+                )
             assets = airflow.assets_named(session, wanted)
             # asset id -> the extras of its new asset events, in inbox order
             planned: dict[int, list[dict[str, Any]]] = {}

@@ -6,9 +6,10 @@ driver (sqlite3, psycopg2; see :mod:`airhook.store.driver`); the rest go through
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Literal
 
 import orjson
@@ -71,6 +72,8 @@ class InboxEvent:
     received_at: datetime
     dispatch_attempts: int
     dispatched_at: datetime | None
+    #: times it was sent to its assets again on request (:meth:`InboxRepository.redispatch`)
+    redispatches: int = 0
 
     def payload(self) -> Any:
         """Return the parsed body."""
@@ -101,6 +104,7 @@ def _event(row: Any) -> InboxEvent:
         received_at=_aware(row.received_at),  # type: ignore[arg-type]
         dispatch_attempts=row.dispatch_attempts,
         dispatched_at=_aware(row.dispatched_at),
+        redispatches=row.redispatches,
     )
 
 
@@ -115,6 +119,7 @@ _COLUMNS = [
     inbox.c.received_at,
     inbox.c.dispatch_attempts,
     inbox.c.dispatched_at,
+    inbox.c.redispatches,
 ]
 
 
@@ -296,3 +301,101 @@ class InboxRepository:
             query = query.where(column.is_not(None) if dispatched else column.is_(None))
         with self._store.read() as connection:
             return int(connection.scalar(query) or 0)
+
+    def list(
+        self,
+        *,
+        source: str | None = None,
+        event_pattern: str | None = None,
+        kind: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        dispatched: bool | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[builtins.list[InboxEvent], int]:
+        """A page of events, newest first, and how many match in all.
+
+        :param event_pattern: an event name, ``*`` matching any run of characters.
+        :param since: received at or after (inclusive); ``until``: before (exclusive).
+        :param dispatched: only events sent to their assets (``True``) or still waiting.
+        """
+        conditions: list[Any] = []
+        if source is not None:
+            conditions.append(inbox.c.source == source)
+        if event_pattern is not None and event_pattern != "*":
+            if "*" in event_pattern:
+                # LIKE with "!" as the escape: the pattern's own "%", "_" and "!" are literal.
+                escaped = event_pattern.replace("!", "!!").replace("%", "!%").replace("_", "!_")
+                conditions.append(inbox.c.event.like(escaped.replace("*", "%"), escape="!"))
+            else:
+                conditions.append(inbox.c.event == event_pattern)
+        if kind is not None:
+            conditions.append(inbox.c.kind == kind)
+        if since is not None:
+            conditions.append(inbox.c.received_at >= _utc(since))
+        if until is not None:
+            conditions.append(inbox.c.received_at < _utc(until))
+        if dispatched is not None:
+            column = inbox.c.dispatched_at
+            conditions.append(column.is_not(None) if dispatched else column.is_(None))
+        page = (
+            sa.select(*_COLUMNS)
+            .where(*conditions)
+            .order_by(inbox.c.seq.desc())
+            .limit(limit)
+            .offset(offset)
+        )
+        total = sa.select(sa.func.count()).select_from(inbox).where(*conditions)
+        with self._store.read() as connection:
+            rows = connection.execute(page).all()
+            count = int(connection.scalar(total) or 0)
+        return [_event(row) for row in rows], count
+
+    def redispatch(self, event_ids: Sequence[str]) -> int:
+        """Send these events to their assets again; return how many will go.
+
+        Each becomes undispatched with its re-dispatch count raised, so the dispatcher sends it
+        once more through its usual exactly-once path, as a new asset event (its ``extra`` says
+        which re-dispatch it is, so Airflow's asset events of an earlier dispatch do not count as
+        this one's). An event not dispatched yet is left alone: it is about to go anyway.
+        """
+        changed = 0
+        with self._store.begin() as connection:
+            for chunk in chunks(list(dict.fromkeys(event_ids))):
+                result = connection.execute(
+                    inbox.update()
+                    .where(inbox.c.id.in_(chunk), inbox.c.dispatched_at.is_not(None))
+                    .values(
+                        dispatched_at=None,
+                        dispatch_attempts=0,
+                        redispatches=inbox.c.redispatches + 1,
+                    )
+                )
+                changed += result.rowcount
+            if changed and not self._store.is_sqlite:
+                connection.exec_driver_sql(f"NOTIFY {NEW_EVENTS_CHANNEL}")
+        return changed
+
+    def received_per_bucket(self, since: datetime, bucket_seconds: int) -> dict[datetime, int]:
+        """Events received since ``since``, counted per ``bucket_seconds`` (keys: bucket starts,
+        aligned to the Unix epoch, in UTC)."""
+        if self._store.is_sqlite:
+            epoch = sa.cast(sa.func.strftime("%s", inbox.c.received_at), sa.Integer)
+        else:
+            epoch = sa.cast(sa.func.extract("epoch", inbox.c.received_at), sa.BigInteger)
+        if self._store.is_sqlite:
+            bucket = sa.cast(epoch / bucket_seconds, sa.Integer).label("bucket")
+        else:
+            bucket = sa.func.floor(epoch / bucket_seconds).label("bucket")
+        query = (
+            sa.select(bucket, sa.func.count())
+            .where(inbox.c.received_at >= _utc(since))
+            .group_by(bucket)
+        )
+        with self._store.read() as connection:
+            rows = connection.execute(query).all()
+        return {
+            datetime.fromtimestamp(int(start) * bucket_seconds, timezone.utc): int(count)
+            for start, count in rows
+        }

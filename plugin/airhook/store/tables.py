@@ -45,9 +45,12 @@ inbox = sa.Table(
     sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("dispatch_attempts", sa.Integer, nullable=False, default=0),
     sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
+    # Times the event was sent to its assets again on request (0: dispatched once, as received).
+    sa.Column("redispatches", sa.Integer, nullable=False, server_default="0"),
     sa.UniqueConstraint("source", "dedupe_key", name="uq_airhook_inbox_source_dedupe"),
     sa.Index("ix_airhook_inbox_dispatched_at", "dispatched_at"),
     sa.Index("ix_airhook_inbox_source_event", "source", "event", "seq"),
+    sa.Index("ix_airhook_inbox_received_at", "received_at"),
 )
 
 #: Named leases, so that one process among many does a singleton job (the dispatcher).
