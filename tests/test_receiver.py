@@ -431,6 +431,13 @@ def test_signed_delivery_is_recorded_and_acknowledged_202(receiver: Receiver, pr
     assert recorded.dispatched_at is None
     assert receiver.rows() == 1
     assert receiver.outcomes(profile) == {"accepted": 1}
+    # The headers it came with are kept for the management views, without any signature.
+    sent = {k.lower(): v for k, v in signed(profile, secret, body).items()}
+    assert recorded.headers is not None
+    kept = json.loads(recorded.headers)
+    assert kept["content-type"] == "application/json"
+    assert not any(v in kept.values() for v in sent.values() if len(v) > 12)
+    assert not any("signature" in name or "secret" in name for name in kept)
 
 
 def test_put_is_received_like_post(receiver: Receiver) -> None:

@@ -57,6 +57,7 @@ from airhook.core.errors import (
     VerificationError,
 )
 from airhook.core.ids import new_event_id
+from airhook.core.received_headers import kept_headers
 from airhook.receiver.metrics import ReceiverMetrics
 from airhook.receiver.pipeline import Ignored, check_delivery
 from airhook.receiver.source_cache import SourceCache
@@ -303,6 +304,7 @@ class WebhookEndpoint:
             dedupe_key=result.dedupe_key,
             body=result.body,
             received_at=datetime.now(timezone.utc),
+            headers=orjson.dumps(kept_headers(headers.items(), prepared.signing_headers)).decode(),
         )
         try:
             recorded = await current.writer.record(event)

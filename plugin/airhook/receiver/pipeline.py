@@ -35,6 +35,8 @@ class PreparedSource:
     profile: Profile
     allow_list: IpAllowList
     scheme: SigningScheme | None
+    #: the scheme's header names: never kept with a recorded event
+    signing_headers: tuple[str, ...] = ()
 
     @classmethod
     def build(cls, source: Source, catalog: Catalog, tolerance: int) -> PreparedSource:
@@ -43,7 +45,11 @@ class PreparedSource:
             source.profile, catalog, event_field=source.scheme_options.get("event_field")
         )
         scheme = source.signing_scheme(tolerance) if source.scheme is not None else None
-        return cls(source, profile, IpAllowList(source.allow_ips), scheme)
+        # The header a scheme carries its signature or shared secret in: the generic ones let a
+        # source rename it (hmac's "X-Sig"), where no word in the name gives it away.
+        named = getattr(scheme, "header", None)
+        signing_headers = (str(named),) if named else ()
+        return cls(source, profile, IpAllowList(source.allow_ips), scheme, signing_headers)
 
 
 @dataclass(frozen=True, slots=True)

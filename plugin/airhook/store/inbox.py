@@ -42,6 +42,8 @@ class NewEvent:
     dedupe_key: str
     body: str
     received_at: datetime
+    #: JSON object of the headers worth keeping (:func:`airhook.core.received_headers.kept_headers`)
+    headers: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +76,8 @@ class InboxEvent:
     dispatched_at: datetime | None
     #: times it was sent to its assets again on request (:meth:`InboxRepository.redispatch`)
     redispatches: int = 0
+    #: JSON object of the headers it came with, without secrets (``None``: not kept)
+    headers: str | None = None
 
     def payload(self) -> Any:
         """Return the parsed body."""
@@ -105,6 +109,7 @@ def _event(row: Any) -> InboxEvent:
         dispatch_attempts=row.dispatch_attempts,
         dispatched_at=_aware(row.dispatched_at),
         redispatches=row.redispatches,
+        headers=row.headers,
     )
 
 
@@ -120,6 +125,7 @@ _COLUMNS = [
     inbox.c.dispatch_attempts,
     inbox.c.dispatched_at,
     inbox.c.redispatches,
+    inbox.c.headers,
 ]
 
 
@@ -170,9 +176,9 @@ class InboxRepository:
                 connection.execute(sa.select(sa.func.pg_advisory_xact_lock(_RECORD_LOCK_ID)))
             head = (
                 "INSERT INTO airhook_inbox (id, source, profile, event, kind, dedupe_key,"
-                " body, received_at, dispatch_attempts) VALUES "
+                " body, received_at, headers, dispatch_attempts) VALUES "
             )
-            values = f"({', '.join([driver.marker] * 8)}, 0)"
+            values = f"({', '.join([driver.marker] * 9)}, 0)"
             tail = " ON CONFLICT (source, dedupe_key) DO NOTHING RETURNING id"
             cursor = connection.connection.cursor()
             try:
@@ -189,6 +195,7 @@ class InboxRepository:
                             e.dedupe_key,
                             e.body,
                             driver.time(e.received_at),
+                            e.headers,
                         )
                     cursor.execute(head + ", ".join([values] * len(batch)) + tail, params)
                     created.update(row[0] for row in cursor.fetchall())

@@ -47,6 +47,8 @@ inbox = sa.Table(
     sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
     # Times the event was sent to its assets again on request (0: dispatched once, as received).
     sa.Column("redispatches", sa.Integer, nullable=False, server_default="0"),
+    # JSON object: the headers it came with, without credentials or signatures (received_headers).
+    sa.Column("headers", sa.Text, nullable=True),
     sa.UniqueConstraint("source", "dedupe_key", name="uq_airhook_inbox_source_dedupe"),
     sa.Index("ix_airhook_inbox_dispatched_at", "dispatched_at"),
     sa.Index("ix_airhook_inbox_source_event", "source", "event", "seq"),
