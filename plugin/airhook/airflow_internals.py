@@ -26,6 +26,9 @@ Smaller uses: ``airflow.models.crypto.get_fernet`` (Airflow's key, so that one k
 Airflow's connections and airhook's stored secrets alike; no public accessor) and
 ``airflow.utils.session.create_session`` for the sessions of the jobs above.
 
+Why one module of ~500 lines: it is the seam. Everything a new Airflow minor can break is here and
+nowhere else, so checking a new release means reading one file.
+
 The supported Airflow range in ``setup.cfg`` is the one CI tests (3.3): a new minor release
 can move any of these. ``tests/test_airflow_internals.py`` pins what is assumed here.
 """

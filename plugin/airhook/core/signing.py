@@ -22,6 +22,9 @@ Every ``verify`` accepts several secrets (primary and secondary, so rotation nev
 delivery), checks the timestamp against a tolerance before the signature (the clock is passed in
 as ``now``), compares in constant time, and turns every malformed input into a
 :class:`~airhook.core.errors.SignatureError`: a receiver must answer 401, never 500.
+
+Why one module of ~500 lines: the five schemes share the timestamp check, the constant-time
+comparison and the scheme registry; side by side, a reviewer sees that each verifies the same way.
 """
 
 from __future__ import annotations

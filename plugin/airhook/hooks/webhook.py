@@ -8,6 +8,11 @@ means for the next (:meth:`WebhookHook.attempt`). Operators only build the hook 
 Secrets stay inside: they are held as :class:`~airhook.core.secrets.Secret`, registered with
 Airflow's log masker, scrubbed from anything the receiver echoes back, and never part of a log
 line, an exception or a :class:`DeliveryResult`.
+
+Why ~500 lines: the hook is the Airflow-facing owner of a connection, as the http provider's
+``HttpHook`` is: URL resolution, headers, one attempt and its consequence, the retry loop and the
+scrubbing of answers belong together; connection parsing is :mod:`airhook.hooks.connection`'s and
+the HTTP is :mod:`airhook.delivery.client`'s.
 """
 
 from __future__ import annotations
