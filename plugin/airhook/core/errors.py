@@ -212,9 +212,16 @@ class ConfigurationError(AirhookError, ValueError):
 
     Also a :class:`ValueError`: these errors were plain ``ValueError`` before the tree, and
     callers (DAG code among them) may still catch them as such.
+
+    :param field: the input field at fault (``url``, ``events``, ``body_template``…), when the
+        error is about one: the management API answers 422 naming it.
     """
 
     status_code: int = 400
+
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
 
 
 class NotFoundError(AirhookError):

@@ -7,7 +7,7 @@ lock) and never change a row.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -24,7 +24,7 @@ from airhook.store.tables import attempts, deliveries
 from airhook.store.times import aware as _aware
 from airhook.store.times import to_utc as _utc
 
-__all__ = ["attempts_of", "counts", "filters", "find", "get"]
+__all__ = ["attempts_of", "counts", "filters", "find", "get", "page", "settled_per_bucket"]
 
 
 def get(store: Store, message_id: str) -> Delivery:
@@ -56,6 +56,63 @@ def find(
         query = query.limit(limit)
     with store.read() as connection:
         return [_delivery(row) for row in connection.execute(query)]
+
+
+def page(
+    store: Store,
+    *,
+    subscription: str | None,
+    statuses: Sequence[str] | None,
+    since: datetime | None,
+    until: datetime | None,
+    limit: int,
+    offset: int,
+) -> tuple[list[Delivery], int]:
+    """Return a page of deliveries, newest first, and how many match in all.
+
+    Newest first is by ``id``, the insertion order (``created_at`` is the time of the insert,
+    so the two agree), which the primary key answers without a sort: a page of the latest
+    deliveries reads ``limit`` rows however many there are.
+    """
+    where = filters(subscription, statuses, None, since, until)
+    query = (
+        sa.select(deliveries)
+        .where(*where)
+        .order_by(deliveries.c.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    total = sa.select(sa.func.count()).select_from(deliveries).where(*where)
+    with store.read() as connection:
+        rows = connection.execute(query).all()
+        count = int(connection.scalar(total) or 0)
+    return [_delivery(row) for row in rows], count
+
+
+def settled_per_bucket(
+    store: Store, since: datetime, bucket_seconds: int
+) -> dict[datetime, dict[str, int]]:
+    """Deliveries that ended since ``since``, per ``bucket_seconds`` of their end and per final
+    status (``delivered``, ``failed``, ``dead``); bucket starts aligned to the Unix epoch, UTC.
+    """
+    finished = deliveries.c.finished_at
+    if store.is_sqlite:
+        epoch = sa.cast(sa.func.strftime("%s", finished), sa.Integer)
+        bucket = sa.cast(epoch / bucket_seconds, sa.Integer).label("bucket")
+    else:
+        epoch = sa.cast(sa.func.extract("epoch", finished), sa.BigInteger)
+        bucket = sa.func.floor(epoch / bucket_seconds).label("bucket")
+    query = (
+        sa.select(bucket, deliveries.c.status, sa.func.count())
+        .where(finished >= _utc(since), deliveries.c.status.in_(("delivered", "failed", "dead")))
+        .group_by(bucket, deliveries.c.status)
+    )
+    found: dict[datetime, dict[str, int]] = {}
+    with store.read() as connection:
+        for start, status, count in connection.execute(query):
+            moment = datetime.fromtimestamp(int(start) * bucket_seconds, timezone.utc)
+            found.setdefault(moment, {})[status] = int(count)
+    return found
 
 
 def attempts_of(store: Store, message_id: str) -> list[AttemptRecord]:

@@ -161,6 +161,34 @@ class OutboxRepository:
             limit=limit,
         )
 
+    def page(
+        self,
+        *,
+        subscription: str | None = None,
+        statuses: Sequence[str] | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[Delivery], int]:
+        """Return a page of deliveries, newest first, and how many match in all (selected as
+        :meth:`find` selects)."""
+        return queries.page(
+            self._store,
+            subscription=subscription,
+            statuses=statuses,
+            since=since,
+            until=until,
+            limit=limit,
+            offset=offset,
+        )
+
+    def settled_per_bucket(
+        self, since: datetime, bucket_seconds: int
+    ) -> dict[datetime, dict[str, int]]:
+        """Deliveries that ended since ``since``, counted per time bucket and final status."""
+        return queries.settled_per_bucket(self._store, since, bucket_seconds)
+
     def attempts(self, message_id: str) -> list[AttemptRecord]:
         """Return a delivery's attempts, oldest first."""
         return queries.attempts_of(self._store, message_id)
