@@ -1116,7 +1116,7 @@ function eventsPanel() {
     ),
     filterForm("events", controls, loadEvents),
     h("div", { id: "events-error", class: "slot" }),
-    h("div", { class: "split" }, h("div", { id: "events-list", class: "list-pane" }, h("p", { class: "muted" }, "Loading…")), h("aside", { id: "events-detail", class: "detail-pane", hidden: !state.events.open })),
+    h("div", { class: "split" }, h("div", { id: "events-list", class: "list-pane" }, h("p", { class: "muted", testid: "loading" }, "Loading…")), h("aside", { id: "events-detail", class: "detail-pane", hidden: !state.events.open })),
   );
 }
 
@@ -1178,7 +1178,7 @@ function openEvent(id) {
   for (const row of document.querySelectorAll("[data-testid=event-row]")) row.classList.toggle("open", row.dataset.id === id);
   const pane = $("#events-detail");
   pane.hidden = false;
-  clear(pane).append(h("p", { class: "muted" }, "Loading…"));
+  clear(pane).append(h("p", { class: "muted", testid: "loading" }, "Loading…"));
   loadEventDetail(id);
 }
 
@@ -1310,16 +1310,20 @@ function deliveriesPanel() {
       h(
         "div",
         { class: "buttons" },
-        writeButton("Replay dead", {
+        writeButton("Replay failed", {
           testid: "deliveries-replay-dead",
-          onclick: () => replay({ dead_only: true, subscription: state.deliveries.filters.subscription || undefined }),
+          disabled: !f.subscription,
+          title: f.subscription
+            ? `Send ${f.subscription}'s failed and dead deliveries again (within the time filter)`
+            : "Choose a subscription in the filter first",
+          onclick: () => replay({ subscription: f.subscription, dead_only: true, since: f.since, until: f.until }),
         }),
         writeButton("Replay selected (0)", { id: "deliveries-bulk", testid: "deliveries-replay", disabled: true, onclick: () => replay({ ids: [...state.deliveries.selected] }) }),
       ),
     ),
     filterForm("deliveries", controls, loadDeliveries),
     h("div", { id: "deliveries-error", class: "slot" }),
-    h("div", { class: "split" }, h("div", { id: "deliveries-list", class: "list-pane" }, h("p", { class: "muted" }, "Loading…")), h("aside", { id: "deliveries-detail", class: "detail-pane", hidden: !state.deliveries.open })),
+    h("div", { class: "split" }, h("div", { id: "deliveries-list", class: "list-pane" }, h("p", { class: "muted", testid: "loading" }, "Loading…")), h("aside", { id: "deliveries-detail", class: "detail-pane", hidden: !state.deliveries.open })),
   );
 }
 
@@ -1387,7 +1391,7 @@ function openDelivery(id) {
   for (const row of document.querySelectorAll("[data-testid=delivery-row]")) row.classList.toggle("open", row.dataset.id === id);
   const pane = $("#deliveries-detail");
   pane.hidden = false;
-  clear(pane).append(h("p", { class: "muted" }, "Loading…"));
+  clear(pane).append(h("p", { class: "muted", testid: "loading" }, "Loading…"));
   loadDeliveryDetail(id);
 }
 
@@ -1457,7 +1461,7 @@ async function replay(body) {
     const answer = await api("POST", "deliveries/replay", { body });
     state.deliveries.selected.clear();
     const n = answer.replayed?.length ?? 0;
-    notice(`${n} deliver${n === 1 ? "y" : "ies"} queued again.`);
+    notice(`${n} deliver${n === 1 ? "y" : "ies"} sent again.`);
   } catch (error) {
     showError(slot, error, "Replay failed");
   }
@@ -1608,7 +1612,7 @@ function renderTab() {
           writeButton("+ Add webhook", { class: "primary", testid: "add-source", onclick: () => sourceForm(null) }),
         ),
         h("div", { id: "sources-error", class: "slot" }),
-        h("div", { id: "sources-list" }, h("p", { class: "muted" }, "Loading…")),
+        h("div", { id: "sources-list" }, h("p", { class: "muted", testid: "loading" }, "Loading…")),
       ),
     );
   } else if (state.tab === "subscriptions") {
@@ -1623,7 +1627,7 @@ function renderTab() {
           writeButton("+ Add webhook", { class: "primary", testid: "add-subscription", onclick: () => subscriptionForm(null) }),
         ),
         h("div", { id: "subscriptions-error", class: "slot" }),
-        h("div", { id: "subscriptions-list" }, h("p", { class: "muted" }, "Loading…")),
+        h("div", { id: "subscriptions-list" }, h("p", { class: "muted", testid: "loading" }, "Loading…")),
       ),
     );
   } else if (state.tab === "events") {
