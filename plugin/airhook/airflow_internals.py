@@ -20,7 +20,8 @@ Airflow's metadata DB:
 - **showing which asset events and DAG runs a recorded event became** (the management API's
   event detail): Airflow's REST API lists asset events by asset, not by a key of their ``extra``,
   and does not link them to the runs that consumed them, so ``asset_events_of`` reads
-  ``AssetEvent.extra`` and ``AssetEvent.created_dagruns``.
+  ``AssetEvent.extra`` and ``AssetEvent.created_dagruns``; and which DAGs a source's test event
+  would start (``dags_scheduled_on`` reads ``dag_schedule_asset_reference`` by asset name).
 
 Smaller uses: ``airflow.models.crypto.get_fernet`` (Airflow's key, so that one key encrypts
 Airflow's connections and airhook's stored secrets alike; no public accessor) and
@@ -37,7 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from functools import partial
@@ -57,6 +58,7 @@ __all__ = [
     "asset_events_of",
     "assets_named",
     "create_asset_events",
+    "dags_scheduled_on",
     "dispatch_session",
     "fernet",
     "incr",
@@ -268,6 +270,27 @@ def asset_events_of(event_id: str, received_at: datetime) -> list[dict[str, Any]
                 }
             )
     return found
+
+
+def dags_scheduled_on(asset_names: Sequence[str]) -> list[str]:
+    """The DAG ids scheduled on any of these assets (by name): the DAGs a source's test event
+    would start (the management API's source test; API server only).
+
+    Reads ``dag_schedule_asset_reference``, which no public API lists by asset name.
+    """
+    from airflow.models.asset import AssetModel, DagScheduleAssetReference
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        return sorted(
+            set(
+                session.scalars(
+                    sa.select(DagScheduleAssetReference.dag_id)
+                    .join(AssetModel, DagScheduleAssetReference.asset_id == AssetModel.id)
+                    .where(AssetModel.name.in_(list(asset_names)))
+                )
+            )
+        )
 
 
 def queued_dags(session: Any, asset_ids: set[int]) -> list[tuple[int, str]]:

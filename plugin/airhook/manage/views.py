@@ -12,6 +12,7 @@ Times are ISO 8601 in UTC.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -201,7 +202,8 @@ class DeliveryView:
 
 @dataclass(frozen=True)
 class EventView:
-    """A recorded inbound event; the detail adds its payload and the asset events it became."""
+    """A recorded inbound event; the detail adds its payload, the headers kept of its request,
+    and the asset events it became."""
 
     event: InboxEvent
     detail: bool = False
@@ -223,6 +225,8 @@ class EventView:
         }
         if self.detail:
             shown["payload"] = event.payload()
+            # Kept by the receiver without credentials or signatures; None: not kept.
+            shown["headers"] = json.loads(event.headers) if event.headers else None
             shown["asset_events"] = [dict(a) for a in self.asset_events]
         return shown
 

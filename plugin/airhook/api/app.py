@@ -1,0 +1,155 @@
+"""The management app: the REST API under ``/api/v1``, its OpenAPI document, and the page.
+
+Airflow's API server mounts it at ``/airhook/manage`` (``airhook.plugin``), before the receiver's
+``/airhook``, since Starlette takes the first mount whose prefix matches::
+
+    /airhook/manage/api/v1/...            the REST API (Airflow login: viewer reads, op writes)
+    /airhook/manage/api/v1/openapi.json   its OpenAPI document (logged-in users)
+    /airhook/manage/ui/                   the page's static files (no data in them, no login)
+
+The app has no docs pages and no public OpenAPI route of FastAPI's own: plugin apps are mounted
+without Airflow's authentication, so the document is served by a route that requires a login.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import anyio.from_thread
+import httpx
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.openapi.utils import get_openapi
+from starlette.staticfiles import StaticFiles
+
+from airhook.api import deliveries, errors, events, overview, sources, subscriptions
+from airhook.api.auth import Reader
+from airhook.api.params import ServicesHolder
+from airhook.manage.container import Services
+from airhook.manage.sources import Poster
+
+__all__ = ["API_PATH", "OPENAPI_PATH", "UI_PATH", "URL_PREFIX", "create_app", "receiver_poster"]
+
+#: Where Airflow mounts the app.
+URL_PREFIX = "/airhook/manage"
+#: The REST API, below the mount.
+API_PATH = "/api/v1"
+OPENAPI_PATH = f"{API_PATH}/openapi.json"
+#: The page, below the mount.
+UI_PATH = "/ui"
+VERSION = "1"
+
+
+def receiver_poster(receiver: Any) -> Poster:
+    """A :data:`~airhook.manage.sources.Poster` that hands a request to the receiver app in
+    this process (what the sender's POST to ``/airhook/webhooks/<name>`` reaches), from a
+    route's worker thread.
+
+    In process rather than over the network: the API server's own address as seen from inside
+    (behind a proxy, in a container) is not known, while the receiver app is at hand; the
+    request takes the receiver's whole path (verification, validation, recording) all the same.
+    """
+
+    async def post(name: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        transport = httpx.ASGITransport(app=receiver, client=("127.0.0.1", 0))
+        async with httpx.AsyncClient(transport=transport, base_url="http://airhook") as client:
+            response = await client.post(f"/webhooks/{name}", content=body, headers=headers)
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        return response.status_code, answer
+
+    def call(name: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        runtime = getattr(receiver.state, "runtime", None)
+        if runtime is not None:
+            # A source created or changed a moment ago is tested as it is now, not as the
+            # receiver's cache saw it up to [airhook] source_cache_seconds ago.
+            runtime.sources.refresh()
+        return anyio.from_thread.run(post, name, headers, body)
+
+    return call
+
+
+def _unavailable(name: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+    """The poster when no receiver runs in this process."""
+    return 503, {"error": "receiver_unavailable"}
+
+
+def create_app(
+    services: Callable[[], Services] | None = None,
+    *,
+    receiver: Any = None,
+    static_dir: Any = None,
+    url_prefix: str = URL_PREFIX,
+) -> FastAPI:
+    """Return the management app.
+
+    :param services: builds the services on first use (default: from Airflow's configuration,
+        with what only the API server reads of Airflow: asset events, scheduled DAGs, and the
+        receiver's rejection counts).
+    :param receiver: the receiver app of this process: a source's test delivery goes to it.
+    :param static_dir: the page's files (default: ``airhook/page/static`` when it exists).
+    :param url_prefix: where Airflow mounts this app (to work out receiver URLs).
+    """
+    app = FastAPI(
+        title="airhook management API",
+        version=VERSION,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        description="Sources, subscriptions, recorded events and deliveries of airhook. Every "
+        "route needs an Airflow login (bearer token or the UI's session): viewers read, "
+        "op and admin write.",
+    )
+    app.state.services = ServicesHolder(services or _configured(receiver))
+    app.state.receiver_poster = receiver_poster(receiver) if receiver is not None else _unavailable
+    app.state.url_prefix = url_prefix
+    errors.install(app)
+
+    api = APIRouter(prefix=API_PATH)
+    for module in (overview, sources, subscriptions, events, deliveries):
+        api.include_router(module.router)
+
+    @api.get("/openapi.json", include_in_schema=False)
+    def openapi(user: Reader, request: Request) -> Any:
+        """The OpenAPI document, for logged-in users; its server is where this app is mounted."""
+        document = dict(
+            get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+        )
+        document["servers"] = [{"url": str(request.scope.get("root_path", "")) or "/"}]
+        return document
+
+    app.include_router(api)
+
+    if static_dir is None:
+        from airhook.page import STATIC_DIR
+
+        static_dir = STATIC_DIR
+    if static_dir is not None and static_dir.is_dir():
+        app.mount(UI_PATH, StaticFiles(directory=static_dir, html=True), name="ui")
+    return app
+
+
+def _configured(receiver: Any) -> Callable[[], Services]:
+    """The services of the API server: configuration, plus what it alone reads of Airflow."""
+
+    def build() -> Services:
+        from airhook import airflow_internals
+
+        def rejections() -> dict[str, dict[str, int]]:
+            runtime = getattr(getattr(receiver, "state", None), "runtime", None)
+            return runtime.metrics.snapshot() if runtime is not None else {}
+
+        return Services.from_config(
+            asset_events_of=airflow_internals.asset_events_of,
+            dags_scheduled_on=airflow_internals.dags_scheduled_on,
+            rejections=rejections,
+        )
+
+    return build
