@@ -148,6 +148,21 @@ class Browser:
 
         self.until(clicked, timeout, f"click {css}")
 
+    def notice(self, text: str) -> None:
+        """Wait until the page's notice line says ``text``."""
+        self.until(
+            lambda d: text in d.find_element(By.CSS_SELECTOR, "[data-testid=notice]").text,
+            what=f"the notice {text!r}",
+        )
+
+    def viewport(self, width: int, height: int) -> None:
+        """Make the top window's viewport this size (the window is larger by its frame)."""
+        self.driver.set_window_size(width, height)
+        inner = self.driver.execute_script(
+            "const t = window.top; return [t.innerWidth, t.innerHeight];"
+        )
+        self.driver.set_window_size(2 * width - inner[0], 2 * height - inner[1])
+
     def type(self, css: str, text: str) -> None:
         element = self.find(css)
         element.clear()
@@ -312,7 +327,9 @@ def browser(tmp_path: Path) -> Iterator[Callable[[str], Browser]]:
         profile = Path(tempfile.mkdtemp(prefix="chromium-", dir=tmp_path))
         driver = new_browser(profile)
         drivers.append(driver)
-        return Browser(driver, base_url)
+        browser = Browser(driver, base_url)
+        browser.viewport(1280, 800)
+        return browser
 
     yield open_browser
     for driver in drivers:
@@ -413,12 +430,19 @@ def test_manage_webhooks_through_the_page(
         page.click("[data-testid=add-source]")
         page.type("[data-testid=source-name]", SOURCE)
         Select(page.find("[data-testid=source-platform]")).select_by_value("rkt")
-        page.find("[data-testid=events-picker] input[value='lead.*']")
+        page.find("[data-testid=events-picker] input[value='message.*']")
         page.shot("add-source-form")
         page.click("[data-testid=source-submit]")
         url, secret = reveal(page)
         assert url == f"{stack.base_url}/airhook/webhooks/{SOURCE}"
         assert page.all("[data-testid=setup-steps] li"), "no setup steps for RKT"
+        page.click("[data-testid=reveal-secret-copy]")
+        page.until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, "[data-testid=reveal-secret-copy]").text == "Copied"
+            ),
+            what="the copy button's answer",
+        )
         page.shot("add-source-secret")
         close_reveal(page, secret)
         page.find(page.row("source", SOURCE))
@@ -446,9 +470,19 @@ def test_manage_webhooks_through_the_page(
         page.find(f"[data-testid=event-detail][data-id='{event_id}']")
         run = f"[data-testid=event-run][data-dag={DAG_ID}][data-state=success]"
         page.find(run, PATIENCE)
-        assert event_id in page.text("[data-testid=event-payload]") or "leadId" in page.text(
-            "[data-testid=event-payload]"
-        )
+        assert "leadId" in page.text("[data-testid=event-payload]")
+
+    # --- the source's own test: a signed sample through its receiver -------------------------
+    with page.evidence("source-test"):
+        page.tab("sources")
+        page.click(f"{page.row('source', SOURCE)} [data-testid=source-test]")
+        Select(page.find("[data-testid=test-event]")).select_by_value("lead.captured")
+        page.click("[data-testid=test-send]")
+        result = page.text("[data-testid=test-result]")
+        assert "202" in result, result
+        assert DAG_ID in result, result
+        page.click("[data-testid=dialog-close]")
+        page.gone("dialog")
 
     # --- a subscription to a local server: tested from the page ------------------------------
     with page.evidence("subscription"):
@@ -500,7 +534,7 @@ def test_manage_webhooks_through_the_page(
         page.shot("delivery-attempts")
         before = len(receiver.requests)
         page.click("[data-testid=delivery-replay]")
-        assert "sent again" in page.text("[data-testid=notice]")
+        page.notice("sent again")
         wait_for(lambda: len(receiver.requests) > before, timeout=STEP)
         page.until(
             lambda d: len(d.find_elements(By.CSS_SELECTOR, attempt)) >= 2,
@@ -552,9 +586,14 @@ def test_manage_webhooks_through_the_page(
         assert page.text("[data-testid=has-secondary]") == "yes"
         page.click("[data-testid=secret-rotate]")
         page.gone("dialog")
-        assert "Rotate" in page.text("[data-testid=notice]")
-        wait_for(lambda: signed_rkt_event(url, new_secret).status_code == 202, timeout=STEP)
+        page.notice("Rotate")
+        # The old primary is the secondary now: both are accepted until it is dropped.
+        page.click(f"{row} [data-testid=source-secrets]")
+        page.click("[data-testid=secret-drop-secondary]")
+        page.gone("dialog")
+        page.notice("Drop the secondary")
         wait_for(lambda: signed_rkt_event(url, secret).status_code >= 400, timeout=STEP)
+        assert signed_rkt_event(url, new_secret).status_code == 202
 
     # --- disable, then delete --------------------------------------------------------------
     with page.evidence("disable"):
@@ -567,12 +606,10 @@ def test_manage_webhooks_through_the_page(
         page.find(f"{sub_row} [data-testid=state].disabled")
 
     with page.evidence("narrow"):
-        page.driver.set_window_size(480, 900)
-        page.enter_page()
+        page.viewport(480, 900)
         page.find(page.row("subscription", SUBSCRIPTION))
         page.shot("narrow")
-        page.driver.set_window_size(1280, 800)
-        page.enter_page()
+        page.viewport(1280, 800)
 
     with page.evidence("delete"):
         page.tab("subscriptions")

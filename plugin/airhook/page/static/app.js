@@ -503,6 +503,9 @@ async function sourceForm(existing) {
   const maxBody = h("input", { type: "number", name: "max_body_bytes", min: 1, value: existing?.max_body_bytes ?? "" });
   const options = h("textarea", { name: "scheme_options", rows: 3, spellcheck: "false" }, existing ? json(existing.scheme_options || {}) : "");
   const active = h("input", { type: "checkbox", name: "active", checked: existing ? existing.active : true, testid: "source-active" });
+  // Typed by the user (a platform that generates its own secret); emptied when the dialog closes.
+  const ownSecret = existing ? null : h("input", { type: "password", name: "secret", autocomplete: "new-password", testid: "source-secret" });
+  const ownSecondary = existing ? null : h("input", { type: "password", name: "secondary_secret", autocomplete: "new-password" });
   const submit = h("button", { type: "submit", class: "primary", testid: "source-submit" }, existing ? "Save" : "Create");
   const form = h(
     "form",
@@ -511,11 +514,15 @@ async function sourceForm(existing) {
     platform ? field("Platform", platform) : field("Platform", h("span", {}, code(existing.profile))),
     h("div", { class: "field" }, h("span", {}, "Events"), eventsSlot),
     stepsSlot,
+    ownSecret
+      ? field("The platform's secret (optional)", ownSecret, "empty: airhook generates one and shows it once; paste the platform's own when it generates it (RKT, CCAI Platform)")
+      : null,
     h(
       "details",
       { class: "advanced" },
       h("summary", {}, "More settings"),
       scheme ? field("Signing scheme", scheme) : null,
+      ownSecondary ? field("The platform's secondary secret", ownSecondary, "CCAI Platform signs with two") : null,
       field("Allowed IP addresses", allowIps, "comma-separated addresses or networks"),
       field("Chatbot IDs", chatbots, "comma-separated; RKT's chatbotId"),
       field("Largest body (bytes)", maxBody, "empty: [airhook] default"),
@@ -548,9 +555,15 @@ async function sourceForm(existing) {
         body.name = name.value.trim();
         body.profile = platform.value;
         if (scheme.value) body.scheme = scheme.value;
+        if (ownSecret.value) body.secret = ownSecret.value;
+        if (ownSecondary.value) body.secondary_secret = ownSecondary.value;
         const created = await api("POST", "sources", { body });
+        ownSecret.value = "";
+        ownSecondary.value = "";
         revealSecret(view.content, {
-          heading: `Source ${created.source.name} created. Paste the URL and the secret into ${platformOf(body.profile)?.title || body.profile}.`,
+          heading: created.secret
+            ? `Source ${created.source.name} created. Paste the URL and the secret into ${platformOf(body.profile)?.title || body.profile}.`
+            : `Source ${created.source.name} created with the platform's secret. Paste the URL into ${platformOf(body.profile)?.title || body.profile}.`,
           receiverUrl: created.setup?.receiver_url || created.source.receiver_url,
           secret: created.secret,
           steps: created.setup?.steps,
@@ -567,10 +580,10 @@ async function sourceForm(existing) {
 function secretsDialog(kind, item) {
   const path = `${kind === "source" ? "sources" : "subscriptions"}/${encodeURIComponent(item.name)}/secrets`;
   const slot = h("div", { class: "slot" });
-  const run = (action, label) => async () => {
+  const run = (action, label, extra = {}) => async () => {
     clear(slot);
     try {
-      const answer = await api("POST", path, { body: { action } });
+      const answer = await api("POST", path, { body: { action, ...extra } });
       const updated = answer.source || answer.subscription;
       if (answer.secret) {
         revealSecret(view.content, {
@@ -594,7 +607,7 @@ function secretsDialog(kind, item) {
   const second = item.has_secondary_secret;
   const actions = [
     ["generate-secondary", "Generate a secondary secret", "Add a second secret to hand over to the other side first.", !second],
-    ["rotate", "Rotate", "The secondary becomes the primary; the old primary is dropped.", second],
+    ["rotate", "Rotate", "The secondary becomes the primary; the old primary stays as the secondary until you drop it.", second],
     ["regenerate", "Regenerate", "A new primary; the old one stays as the secondary during the changeover.", true],
     ["drop-secondary", "Drop the secondary", "Only the primary verifies or signs from now on.", second],
   ];
@@ -614,8 +627,25 @@ function secretsDialog(kind, item) {
         ),
       ),
     ),
+    kind === "source" ? platformSecondary() : null,
     slot,
   );
+  function platformSecondary() {
+    const input = h("input", { type: "password", autocomplete: "new-password", required: true, "aria-label": "the platform's new secret" });
+    const form = h(
+      "form",
+      { class: "secret-action" },
+      h("button", { type: "submit", "data-write": true, testid: "secret-set-secondary" }, "Set the platform's secondary"),
+      h("span", {}, input, h("small", { class: "muted" }, "when the platform generates secrets (CCAI Platform): paste its new one, then rotate")),
+    );
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const secret = input.value;
+      input.value = "";
+      run("set-secondary", "Set the platform's secret as secondary", { secret })();
+    });
+    return form;
+  }
   const view = openDialog({ title: `Secrets of ${item.name}`, testid: "secrets", body });
 }
 
@@ -822,17 +852,23 @@ async function subscriptionForm(existing) {
     clear(slot);
     submit.disabled = true;
     try {
-      const body = {
+      let body = {
         events: picker.value(),
-        scheme: scheme.value,
+        scheme: scheme.value === "none" ? null : scheme.value,
         method: method.value,
         body_template: template.value.trim() || null,
         chatbot_ids: splitList(chatbots.value),
         active: active.checked,
       };
-      if (url.value.trim()) body.url = url.value.trim();
       if (timeout.value) body.timeout = Number(timeout.value);
+      else if (existing?.timeout !== null && existing?.timeout !== undefined) body.timeout = null;
       if (retry.value.trim()) body.retry_schedule = splitList(retry.value).map(Number);
+      if (existing) {
+        // Only what changed: an unchanged scheme must not look like a new one.
+        const before = { ...existing, scheme: existing.scheme === "none" ? null : existing.scheme, active: existing.state !== "disabled" && existing.active };
+        body = Object.fromEntries(Object.entries(body).filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(before[key] ?? null)));
+      }
+      if (url.value.trim()) body.url = url.value.trim();
       if (headers.value.trim()) {
         body.headers = {};
         for (const line of headers.value.split("\n")) {
@@ -1234,7 +1270,7 @@ function renderEventDetail(ev) {
         h("dt", {}, "Id"), h("dd", {}, code(ev.id)),
         h("dt", {}, "Received"), h("dd", {}, time(ev.received_at)),
         h("dt", {}, "Dispatched"), h("dd", {}, time(ev.dispatched_at), ev.dispatch_attempts > 1 ? ` after ${ev.dispatch_attempts} attempts` : ""),
-        h("dt", {}, "Re-dispatched"), h("dd", { testid: "detail-redispatches" }, String(ev.redispatches ?? 0), " times"),
+        h("dt", {}, "Re-dispatched"), h("dd", { testid: "detail-redispatches" }, String(ev.redispatches ?? 0), ev.redispatches === 1 ? " time" : " times"),
         ev.kind ? [h("dt", {}, "Kind"), h("dd", {}, code(ev.kind))] : null,
       ),
       writeButton("Re-dispatch", { testid: "event-redispatch", class: "primary", onclick: () => redispatch([ev.id]) }),
@@ -1668,7 +1704,7 @@ async function refresh(force) {
   if (force || (!busy && document.visibilityState === "visible" && !state.loggingIn)) {
     if (force) state.shown.clear();
     ticks += 1;
-    await Promise.all([reloadCurrent(), force || ticks % 6 === 0 ? loadActivity() : null]);
+    await Promise.all([reloadCurrent(), force || ticks % 2 === 0 ? loadActivity() : null]);
   }
   scheduleRefresh();
 }
