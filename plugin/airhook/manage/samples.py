@@ -66,6 +66,10 @@ def _payload(source: Source, catalog: Catalog, event: str | None, now: float) ->
         raise ConfigurationError(f"{platform.name} has no event {event!r}", field="event") from None
     if platform.id_field:
         payload[platform.id_field] = delivery_id
+    else:
+        # No delivery id in this envelope: the receiver tells duplicates by the body, which
+        # this field makes unique (the schemas allow fields they do not name).
+        payload["airhook_test_id"] = delivery_id
     if platform.timestamp_field:
         payload[platform.timestamp_field] = _now_text(now)
     if platform.chatbot_field and source.chatbot_ids:
