@@ -76,7 +76,7 @@ def _browser_or_skip() -> None:
     if not missing:
         return
     reason = f"{', '.join(missing)} missing (Debian: apt-get install chromium chromium-driver)"
-    if os.environ.get("CI"):
+    if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
         pytest.fail(f"{reason}; .ci/run installs them")
     pytest.skip(reason)
 
@@ -644,6 +644,17 @@ def test_a_viewer_sees_no_write_controls(
             page.find("[data-testid=event-detail]")
             assert not page.all("[data-testid=event-redispatch]")
         page.shot("viewer")
+
+    with page.evidence("session-ended"):
+        # The session ends (logged out elsewhere): the next call's 401 sends the whole window,
+        # not just the iframe, to Airflow's login, to come back here.
+        page.driver.delete_cookie("_token")
+        page.click("[data-testid=refresh]")
+        page.driver.switch_to.default_content()
+        page.until(EC.url_contains("/auth/login"), 60, "Airflow's login page")
+        assert "plugin%2Fairhook" in page.driver.current_url or "plugin/airhook" in (
+            page.driver.current_url
+        )
 
 
 def test_the_page_is_served_without_login_and_the_api_is_not(page_stack: AirflowStack) -> None:
