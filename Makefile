@@ -8,7 +8,7 @@ PYVER := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.ve
 CONSTRAINTS := constraints/constraints-$(PYVER).txt
 STAMP := $(VENV)/.installed-$(PYVER)
 
-.PHONY: install test lint demo bench bench-receiver bench-outbound bench-dispatch constraints clean
+.PHONY: install test lint demo bench bench-receiver bench-outbound bench-dispatch bench-manage constraints clean
 
 install: $(STAMP)
 
@@ -42,6 +42,9 @@ bench-outbound: $(STAMP)
 
 bench-dispatch: $(STAMP)
 	PYTHONPATH=. $(PY) bench/dispatch.py
+
+bench-manage: $(STAMP)
+	PYTHONPATH=. $(PY) bench/manage.py
 
 constraints: $(STAMP)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new
