@@ -9,7 +9,7 @@ when it is enabled.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -23,10 +23,15 @@ from airhook.store.outbox import FINAL_FAILURES, STATUSES
 if TYPE_CHECKING:
     from airhook.manage.container import Services
 
-__all__ = ["DeliveryService"]
+__all__ = ["REPLAY_BATCH", "DeliveryService", "Progress"]
 
 #: Longest message id (``msg_`` and a digest; test ids are longer but never stored).
 _MAX_ID = 40
+#: Deliveries a replay with progress sends per step.
+REPLAY_BATCH = 100
+
+#: ``(done, total)``: told after each batch of a replay.
+Progress = Callable[[int, int], None]
 
 
 class DeliveryService:
@@ -81,6 +86,8 @@ class DeliveryService:
         dead_only: bool = True,
         include_delivered: bool = False,
         wait: float = 0.0,
+        progress: Progress | None = None,
+        batch: int = REPLAY_BATCH,
     ) -> dict[str, Any]:
         """Send deliveries again, now; return ``{"replayed": [ids], **summary}``.
 
@@ -89,7 +96,11 @@ class DeliveryService:
         :param subscription: that subscription's dead letters (``dead_only``), or its
             undelivered ones (``include_delivered``: all of them) created in ``[since, until)``.
         :param wait: keep making the retries that fall due within this many seconds.
+        :param progress: called with ``(done, total)`` after each ``batch`` of deliveries has
+            been sent (the CLI's progress bar); without it, all are sent in one go.
         """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigurationError("batch is a positive number of deliveries", field="batch")
         if (ids is None) == (subscription is None):
             raise ConfigurationError("replay names ids, or a subscription (not both)", field="ids")
         if ids is not None:
@@ -99,6 +110,18 @@ class DeliveryService:
             for message_id in chosen:
                 self.get(message_id)  # an unknown id is a 404, before anything changes
             replayed: list[str] = []
+            if progress is not None:
+                # Reset and send a batch at a time, so that the progress shown is real.
+                progress(0, len(chosen))
+                for start in range(0, len(chosen), batch):
+                    done: list[str] = []
+                    for message_id in chosen[start : start + batch]:
+                        done += self._outbox.replay(message_id=message_id)
+                    if done:
+                        self._engine.run_due(message_ids=done)
+                    replayed += done
+                    progress(min(start + batch, len(chosen)), len(chosen))
+                return self._replayed(replayed, wait)
             for message_id in chosen:
                 replayed += self._outbox.replay(message_id=message_id)
         else:
@@ -118,5 +141,33 @@ class DeliveryService:
                 until=fields.utc(until, "until"),
                 statuses=statuses,
             )
+        if progress is not None and replayed:
+            progress(0, len(replayed))
+            for start in range(0, len(replayed), batch):
+                self._engine.run_due(message_ids=replayed[start : start + batch])
+                progress(min(start + batch, len(replayed)), len(replayed))
+            return self._replayed(replayed, wait)
         summary = self._engine.run_due(message_ids=replayed, wait=wait) if replayed else Summary()
         return {"replayed": replayed, **summary.as_dict()}
+
+    def _replayed(self, replayed: Sequence[str], wait: float) -> dict[str, Any]:
+        """The answer of a replay sent in batches: the retries due within ``wait`` made too."""
+        if not replayed:
+            summary = Summary()
+        elif wait > 0:
+            summary = self._engine.run_due(message_ids=replayed, wait=wait)
+        else:
+            summary = self._engine.summary(message_ids=replayed)
+        return {"replayed": [*replayed], **summary.as_dict()}
+
+    def deliver_due(self, *, subscription: str | None = None) -> dict[str, Any]:
+        """Send every delivery whose attempt is due (``subscription``: only its own), as a
+        scheduled sweep does; ``{"attempted": n, **counts of what was attempted}``."""
+        if subscription is not None:
+            if not isinstance(subscription, str) or not SUBSCRIPTION_NAME_RE.fullmatch(
+                subscription
+            ):
+                raise ConfigurationError("no such subscription", field="subscription")
+            self._engine.subscriptions.get(subscription)  # a typo is a 404, not "0 attempted"
+        attempted = self._engine.deliver(subscription=subscription)
+        return {"attempted": attempted.deliveries, **attempted.as_dict()}

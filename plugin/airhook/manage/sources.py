@@ -8,11 +8,11 @@ shows only whether they exist. An edit is the stored source with the changed fie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
-from airhook.core.access import IpAllowList
+from airhook.core.access import BasicCredentials, IpAllowList
 from airhook.core.asset_uris import uris_for
 from airhook.core.errors import ConfigurationError, ConflictError, SourceNotFoundError
 from airhook.core.profiles import PROFILES, get_profile
@@ -25,12 +25,17 @@ from airhook.manage.views import Created, Page, SecretChange, SourceView
 if TYPE_CHECKING:
     from airhook.manage.container import Services
 
-__all__ = ["EDITABLE", "SECRET_ACTIONS", "Poster", "SourceService"]
+__all__ = ["EDITABLE", "SECRET_ACTIONS", "UNSIGNED", "Poster", "SourceService"]
 
 #: What an edit may change (the name is the URL; the profile decides how events are read).
 EDITABLE = ("events", "allow_ips", "chatbot_ids", "max_body_bytes", "active", "scheme_options")
 #: What can be done to a source's pair of signing secrets.
 SECRET_ACTIONS = ("generate-secondary", "rotate", "drop-secondary", "regenerate", "set-secondary")
+#: The ``scheme`` of a source that checks no signature (it proves itself with a bearer token or
+#: basic credentials instead).
+UNSIGNED = "none"
+#: Longest bearer token or basic password accepted (a header value).
+_MAX_CREDENTIAL = 1000
 #: Largest per-source body limit: the receiver holds a body in memory.
 MAX_BODY_LIMIT = 64 * 1024 * 1024
 #: Options a source takes besides its scheme's: which body field names the event (``hmac``).
@@ -99,12 +104,17 @@ class SourceService:
         scheme_options: Any = None,
         secret: str | None = None,
         secondary_secret: str | None = None,
+        bearer_tokens: Any = (),
+        basic_credentials: Any = None,
     ) -> Created[SourceView]:
-        """Create a source, signed by ``scheme`` (default: the profile's).
+        """Create a source, signed by ``scheme`` (default: the profile's; :data:`UNSIGNED`:
+        no signature checked, so ``bearer_tokens`` or ``basic_credentials`` are needed).
 
         :param secret: the sender's own secret, when its platform generates it (CCAI Platform,
             RKT); otherwise airhook generates one and returns it this once.
         :param secondary_secret: a second secret also accepted (CCAI Platform's secondary).
+        :param bearer_tokens: tokens a delivery may carry as ``Authorization: Bearer``.
+        :param basic_credentials: ``{user: password}`` a delivery may present with basic auth.
         """
         with fields.field("name"):
             if not isinstance(name, str) or not SOURCE_NAME_RE.fullmatch(name):
@@ -119,24 +129,40 @@ class SourceService:
         chosen = (
             scheme if scheme is not None else get_profile(profile, self._services.catalog).scheme
         )
-        options = fields.check_scheme_options(chosen, scheme_options or {}, extra=_SOURCE_OPTIONS)
-        generated = None if secret is not None else generate_secret()
-        with fields.field("secret"):
-            primary = Secret(secret) if secret is not None else generated
-        with fields.field("secondary_secret"):
-            second = Secret(secondary_secret) if secondary_secret is not None else None
-        assert primary is not None
+        signed = chosen != UNSIGNED
+        options = (
+            fields.check_scheme_options(chosen, scheme_options or {}, extra=_SOURCE_OPTIONS)
+            if signed
+            else _unsigned_options(scheme_options or {})
+        )
+        generated = None
+        pair = None
+        if signed:
+            generated = None if secret is not None else generate_secret()
+            with fields.field("secret"):
+                primary = Secret(secret) if secret is not None else generated
+            with fields.field("secondary_secret"):
+                second = Secret(secondary_secret) if secondary_secret is not None else None
+            assert primary is not None
+            pair = SecretPair(primary, second)
+        elif secret is not None or secondary_secret is not None:
+            raise ConfigurationError(
+                "a source that checks no signature takes no secret", field="secret"
+            )
         with fields.field("scheme"):
             source = Source(
                 name=name,
                 profile=profile,
-                scheme=chosen,
-                secrets=SecretPair(primary, second),
+                scheme=chosen if signed else None,
+                secrets=pair,
                 scheme_options=options,
+                bearer_tokens=_bearer_tokens(bearer_tokens),
+                basic_credentials=_basic_credentials(basic_credentials),
             )
-        _check_usable(source, primary, "secret")
-        if second is not None:
-            _check_usable(source, second, "secondary_secret")
+        if pair is not None:
+            _check_usable(source, pair.primary, "secret")
+            if pair.secondary is not None:
+                _check_usable(source, pair.secondary, "secondary_secret")
         settings = {
             "events": events,
             "allow_ips": allow_ips,
@@ -279,10 +305,78 @@ class SourceService:
                     raise ConfigurationError("active is true or false", field="active")
                 checked[key] = value
             elif key == "scheme_options":
-                checked[key] = fields.check_scheme_options(
-                    source.scheme, value, extra=_SOURCE_OPTIONS
+                checked[key] = (
+                    fields.check_scheme_options(source.scheme, value, extra=_SOURCE_OPTIONS)
+                    if source.scheme is not None
+                    else _unsigned_options(value)
                 )
         return checked
+
+
+def _unsigned_options(options: Any) -> dict[str, Any]:
+    """A source without a scheme takes only its own options (``event_field``)."""
+    if not isinstance(options, Mapping):
+        raise ConfigurationError("scheme_options is an object", field="scheme_options")
+    for key, value in options.items():
+        if key not in _SOURCE_OPTIONS:
+            raise ConfigurationError(
+                f"a source that checks no signature takes no option {str(key)[:100]!r} "
+                f"(it takes: {', '.join(_SOURCE_OPTIONS)})",
+                field="scheme_options",
+            )
+        if not isinstance(value, _SOURCE_OPTIONS[key]):
+            raise ConfigurationError(f"option {key!r} has the wrong type", field="scheme_options")
+    return dict(options)
+
+
+def _credential(value: Any, what: str, name: str) -> Secret:
+    """One bearer token or password: text a header can carry (never quoted in an error)."""
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > _MAX_CREDENTIAL
+        or not value.isascii()
+        or not value.isprintable()
+        or value != value.strip()
+    ):
+        raise ConfigurationError(
+            f"each {what} is 1-{_MAX_CREDENTIAL} printable ASCII characters, "
+            "without surrounding spaces",
+            field=name,
+        )
+    return Secret(value)
+
+
+def _bearer_tokens(tokens: Any) -> tuple[Secret, ...]:
+    """The bearer tokens of a new source, as secrets."""
+    if isinstance(tokens, str) or not isinstance(tokens, Sequence):
+        raise ConfigurationError("bearer_tokens is a list of tokens", field="bearer_tokens")
+    return tuple(_credential(token, "bearer token", "bearer_tokens") for token in tokens)
+
+
+def _basic_credentials(users: Any) -> tuple[BasicCredentials, ...]:
+    """The basic-auth users of a new source (``{user: password}``)."""
+    if users is None:
+        return ()
+    if not isinstance(users, Mapping):
+        raise ConfigurationError(
+            "basic_credentials is an object of users and passwords", field="basic_credentials"
+        )
+    found = []
+    for user, password in users.items():
+        if (
+            not isinstance(user, str)
+            or not user
+            or len(user) > 200
+            or ":" in user
+            or not user.isprintable()
+        ):
+            raise ConfigurationError(
+                "a basic-auth user is 1-200 printable characters without ':'",
+                field="basic_credentials",
+            )
+        found.append(BasicCredentials(user, _credential(password, "password", "basic_credentials")))
+    return tuple(found)
 
 
 def _check_usable(source: Source, secret: Secret, name: str) -> None:

@@ -116,10 +116,12 @@ class SubscriptionService:
         scheme: str | None = "standard",
         allow_unknown_events: bool = False,
         secret: str | None = None,
+        secondary_secret: str | None = None,
         **settings: Any,
     ) -> Created[SubscriptionView]:
         """Create a subscription, signed with a generated secret (returned once) unless
-        ``scheme`` is ``None`` or ``secret`` is given.
+        ``scheme`` is ``None`` or ``secret`` is given; ``secondary_secret``: a second secret
+        deliveries are signed with too (a receiver moving to a new one).
 
         :param settings: any other of :data:`EDITABLE` (``chatbot_ids``, ``method``,
             ``timeout``, ``headers``, ``body_template``, ``retry_schedule``,
@@ -143,8 +145,10 @@ class SubscriptionService:
             with fields.field("secret"):
                 primary = Secret(secret) if secret is not None else generate_secret()
             generated = primary if secret is None else None
-            changes["secrets"] = SecretPair(primary)
-        elif secret is not None:
+            with fields.field("secondary_secret"):
+                second = Secret(secondary_secret) if secondary_secret is not None else None
+            changes["secrets"] = SecretPair(primary, second)
+        elif secret is not None or secondary_secret is not None:
             raise ConfigurationError("an unsigned subscription takes no secret", field="secret")
         subscription = self._build(probe, changes, allow_unknown_events=allow_unknown_events)
         created = self._repository.create(subscription)
