@@ -1,6 +1,7 @@
 """What the management services gained so that the CLI needs nothing else: sources that prove
 themselves with bearer tokens or basic credentials (``scheme="none"``), a subscription's
-secondary secret at creation, replays sent in batches with progress, and the due sweep.
+secondary secret at creation, replays and re-dispatches in batches with progress, and the due
+sweep.
 
 In process, on a SQLite store and a real HTTP server on 127.0.0.1 (the fan-out tests' receiver).
 """
@@ -9,18 +10,26 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
 
 from airhook.core.access import BasicCredentials
-from airhook.core.errors import ConfigurationError, ConflictError, SubscriptionNotFoundError
+from airhook.core.errors import (
+    ConfigurationError,
+    ConflictError,
+    NotFoundError,
+    SubscriptionNotFoundError,
+)
+from airhook.core.ids import new_event_id
 from airhook.core.secrets import Secret, SecretPair
 from airhook.delivery import Event
 from airhook.manage import Services
 from airhook.manage.sources import UNSIGNED
 from airhook.store import Store
+from airhook.store.inbox import NewEvent
 from airhook.store.migrate import upgrade
 from tests.test_fanout import Receiver, always, fail_first, make_engine
 
@@ -202,3 +211,45 @@ def test_deliver_due_sends_what_is_due_and_refuses_an_unknown_subscription(
     assert services.deliveries().deliver_due()["attempted"] == 0
     with pytest.raises(SubscriptionNotFoundError):
         services.deliveries().deliver_due(subscription="nope")
+
+
+# --- events: re-dispatch in batches, with progress ---------------------------------------------
+
+
+def _recorded(services: Services, count: int, *, dispatched: int) -> list[str]:
+    now = datetime.now(timezone.utc)
+    ids = [new_event_id() for _ in range(count)]
+    services.inbox.record(
+        [
+            NewEvent(
+                id=event_id,
+                source="src",
+                profile="hmac",
+                event="ping",
+                kind=None,
+                dedupe_key=f"delivery-{n}",
+                body="{}",
+                received_at=now,
+            )
+            for n, event_id in enumerate(ids)
+        ]
+    )
+    services.inbox.mark_dispatched(ids[:dispatched], now)
+    return ids
+
+
+def test_a_redispatch_goes_in_batches_and_tells_its_progress(services: Services) -> None:
+    ids = _recorded(services, 5, dispatched=4)
+    told: list[tuple[int, int]] = []
+    answer = services.events().redispatch(
+        ids, progress=lambda done, total: told.append((done, total)), batch=2
+    )
+    assert told == [(0, 5), (2, 5), (4, 5), (5, 5)]
+    assert answer == {"redispatched": 4}  # the one not dispatched yet is about to go anyway
+    assert [services.inbox.get(i).redispatches for i in ids] == [1, 1, 1, 1, 0]  # type: ignore[union-attr]
+    with pytest.raises(NotFoundError):
+        services.events().redispatch([*ids, "evt_nope"], progress=lambda d, t: None)
+    assert [services.inbox.get(i).redispatches for i in ids] == [1, 1, 1, 1, 0]  # type: ignore[union-attr]
+    with pytest.raises(ConfigurationError) as raised:
+        services.events().redispatch(ids, batch=0)
+    assert raised.value.field == "batch"

@@ -9,6 +9,7 @@ since, gets its run; each request re-dispatches each event once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -21,10 +22,12 @@ from airhook.manage.views import EventView, Page
 if TYPE_CHECKING:
     from airhook.manage.container import Services
 
-__all__ = ["EventService"]
+__all__ = ["REDISPATCH_BATCH", "EventService"]
 
 #: Longest event id (``evt_`` and a random part; the column holds 40).
 _MAX_ID = 40
+#: Events a re-dispatch with progress marks per step.
+REDISPATCH_BATCH = 100
 
 
 class EventService:
@@ -82,14 +85,32 @@ class EventService:
         asset_events = reader(found.id, found.received_at) if reader is not None else []
         return EventView(found, detail=True, asset_events=asset_events)
 
-    def redispatch(self, ids: Any) -> dict[str, int]:
+    def redispatch(
+        self,
+        ids: Any,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+        batch: int = REDISPATCH_BATCH,
+    ) -> dict[str, int]:
         """Send these events to their assets again, once; ``{"redispatched": n}``.
 
         An event not dispatched yet is about to go anyway and is not counted; an unknown id is
         a 404 before anything changes.
+
+        :param progress: called with ``(done, total)`` after each ``batch`` of events (the
+            CLI's progress bar); without it, all are marked in one go.
         """
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ConfigurationError("batch is a positive number of events", field="batch")
         chosen = fields.check_ids(ids)
         for event_id in chosen:
             if len(event_id) > _MAX_ID or self._inbox.get(event_id) is None:
                 raise NotFoundError("event", event_id[:_MAX_ID])
-        return {"redispatched": self._inbox.redispatch(chosen)}
+        if progress is None:
+            return {"redispatched": self._inbox.redispatch(chosen)}
+        count = 0
+        progress(0, len(chosen))
+        for start in range(0, len(chosen), batch):
+            count += self._inbox.redispatch(chosen[start : start + batch])
+            progress(min(start + batch, len(chosen)), len(chosen))
+        return {"redispatched": count}
