@@ -65,22 +65,40 @@ class Answer:
     """What a receiver answered.
 
     :param status: the HTTP status.
-    :param headers: the response headers, names as the receiver wrote them (a repeated one's
-        values joined with ``", "``); :meth:`header` looks one up whatever its case.
+    :param raw_headers: the response headers as received: ``(name, value)`` byte pairs, in
+        order (aiohttp's ``raw_headers``). :attr:`headers` and :meth:`header` read them, only
+        when asked: the fan-out looks up one header per answer, the hook all of them.
     :param body: the start of the body, at most the call's ``read_limit`` bytes; empty when
         the body broke off (the status is what counts).
     :param latency: seconds from sending the request to having read the answer.
     """
 
     status: int
-    headers: Mapping[str, str]
+    raw_headers: tuple[tuple[bytes, bytes], ...]
     body: bytes
     latency: float
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response headers, names as the receiver wrote them (a repeated one's values
+        joined with ``", "``)."""
+        return _as_written(self.raw_headers)
+
     def header(self, name: str) -> str | None:
-        """The value of header ``name``, whatever the case of either."""
-        wanted = name.lower()
-        return next((v for k, v in self.headers.items() if k.lower() == wanted), None)
+        """The value of header ``name``, whatever the case of either: that of the first header
+        whose name matches, joined with any repeats written the same (as in :attr:`headers`)."""
+        wanted = name.lower().encode("latin-1")
+        written: bytes | None = None
+        values: list[bytes] = []
+        for key, value in self.raw_headers:
+            if written is None:
+                if key.lower() != wanted:
+                    continue
+                written = key
+            elif key != written:
+                continue
+            values.append(value)
+        return None if written is None else ", ".join(v.decode("latin-1") for v in values)
 
 
 class PolicyResolver:
@@ -230,7 +248,7 @@ async def exchange(
             ssl=tls,
         ) as response:
             status = response.status
-            answered = _as_written(response.raw_headers)
+            answered = response.raw_headers
             try:
                 raw = await response.content.read(read_limit)
             except (aiohttp.ClientError, asyncio.TimeoutError):
@@ -242,13 +260,13 @@ async def exchange(
         raise DeliveryError(shown, None, reason, retryable=retryable) from None
     return Answer(
         status=status,
-        headers=answered,
+        raw_headers=answered,
         body=raw,
         latency=time.monotonic() - started,
     )
 
 
-def _as_written(raw: Any) -> dict[str, str]:
+def _as_written(raw: tuple[tuple[bytes, bytes], ...]) -> dict[str, str]:
     """Response headers with their names as the receiver wrote them (aiohttp's parsed headers
     normalise well-known names: ``X-Request-Id`` would become ``X-Request-ID``)."""
     headers: dict[str, str] = {}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from airhook.core.delivery_rules import Outcome, classify, honoured_retry_after
 from airhook.core.errors import DeliveryError
 from airhook.core.redaction import EXCERPT_CHARS, excerpt
-from airhook.core.ssrf import DestinationNotAllowedError, redact_url
+from airhook.core.ssrf import DestinationNotAllowedError
 from airhook.delivery.client import exchange, open_session
 from airhook.delivery.targets import PUBLIC_HEADERS, Target
 from airhook.store.outbox import AttemptRecord
@@ -69,7 +69,7 @@ async def post(
             headers=headers,
             body=body,
             timeout=target.timeout,
-            shown=redact_url(target.subscription.url),
+            shown=target.shown,
             read_limit=_READ_LIMIT,
             deadline=target.client_timeout,
         )

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from airhook import __version__
 from airhook.core.delivery_rules import RetryPolicy
 from airhook.core.redaction import sensitive_forms
-from airhook.core.ssrf import DestinationPolicy
+from airhook.core.ssrf import DestinationPolicy, redact_url
 from airhook.core.subscription import Subscription
 
 if TYPE_CHECKING:
@@ -47,6 +47,8 @@ class Target:
     subscription: Subscription
     #: the URL, parsed once (aiohttp would parse the string on every request).
     url: Any
+    #: the URL as a failure may show it (:func:`~airhook.core.ssrf.redact_url`), worked out once.
+    shown: str
     #: extra headers (revealed), Content-Type and User-Agent; each request adds its own.
     headers: dict[str, str]
     scheme: SigningScheme | None
@@ -86,6 +88,7 @@ def build_target(subscription: Subscription, default_timeout: float) -> Target:
         return Target(
             subscription=subscription,
             url=None,
+            shown="(unusable URL)",  # never sent: the target refuses every request
             headers={},
             scheme=None,
             secrets=(),
@@ -113,6 +116,7 @@ def _usable_target(subscription: Subscription, default_timeout: float) -> Target
     return Target(
         subscription=subscription,
         url=URL(subscription.url),
+        shown=redact_url(subscription.url),
         headers=headers,
         scheme=subscription.signing_scheme(),
         secrets=secrets,
