@@ -1,10 +1,12 @@
-"""The ``airhook`` command: the store, inbound sources and their recorded events, outbound
-subscriptions and their deliveries.
+"""The ``airhook`` command: inbound sources and their recorded events, outbound subscriptions
+and their deliveries, the activity per hour, and the store.
 
-One module per group of commands (``sources``, ``subscriptions``, ``deliveries``, ``db``); each
-adds its parsers and runs its commands through the store and the core, and raises airhook's
-errors, which :func:`main` turns into one line on standard error and an exit status. Anything
-else is a bug and is left to surface with its traceback.
+One module per group of commands (``sources``, ``events``, ``subscriptions``, ``deliveries``,
+``activity``, ``db``). Every command but ``db`` goes through the management services
+(:mod:`airhook.manage`), as the REST API and the page do, and prints what they answer: a table
+or a summary, or with ``--json`` the REST API's own JSON document. They raise airhook's errors,
+which :func:`main` turns into one line on standard error and an exit status. Anything else is a
+bug and is left to surface with its traceback.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from airhook.cli import db, deliveries, sources, subscriptions
+from airhook.cli import activity, db, deliveries, events, sources, subscriptions
 from airhook.cli._common import CommandError
 from airhook.core.errors import (
     AirhookError,
@@ -42,15 +44,19 @@ _USAGE_ERRORS: tuple[type[AirhookError], ...] = (
     TemplateRenderError,
 )
 
-_DESCRIPTION = "Manage airhook's webhook sources, subscriptions and deliveries."
+_DESCRIPTION = "Manage airhook's webhook sources, subscriptions, events and deliveries."
 _EPILOG = """\
-Secrets are never taken as arguments (they would show in ps and shell history): give a file,
-'-' for standard input, or let airhook generate one, printed once on standard error. They are
-stored encrypted with Airflow's [core] fernet_key. Standard output carries the command's JSON
-only; diagnostics go to standard error.
+Output: a table or a summary on standard output; with --json, the JSON document the REST API
+(/airhook/manage/api/v1) answers for the same request, for scripts. Notes, the progress bar of
+long replays and re-dispatches (on a terminal only) and generated secrets go to standard error.
 
-exit status: 0 done; 1 failed (no Fernet key, a conflict, a test delivery that did not
-succeed); 2 bad usage or input (an unknown name, an invalid option or value).
+Secrets are never taken as arguments (they would show in ps and shell history): give a file,
+'-' for standard input, or let airhook generate one, printed once on standard error and never
+again (not in the --json output either). They are stored encrypted with Airflow's [core]
+fernet_key.
+
+exit status: 0 done; 1 failed (no Fernet key, a conflict, a test that did not go through);
+2 bad usage or input (an unknown name, an invalid option or value, a name taken).
 
 'airhook GROUP COMMAND --help' describes each command, e.g. 'airhook sources create --help'."""
 
@@ -67,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         dest="group", required=True, metavar="GROUP", help="what to manage"
     )
     sources.add_commands(commands)
+    events.add_commands(commands)
     subscriptions.add_commands(commands)
     deliveries.add_commands(commands)
+    activity.add_commands(commands)
     db.add_commands(commands)
     return parser
 
@@ -84,11 +92,11 @@ class _StderrHandler(logging.Handler):
 
 
 def _configure_logging() -> None:
-    # Airflow's logging writes to standard output, which carries this command's JSON: keep
+    # Airflow's logging writes to standard output, which carries this command's result: keep
     # Alembic's per-run INFO lines ("Context impl SQLiteImpl.") out of it.
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # The delivery engine's lines (retries, disabled subscriptions) are diagnostics: standard
-    # error, so that standard output stays the command's JSON alone.
+    # error, so that standard output stays the command's result alone.
     engine_log = logging.getLogger("airhook")
     if not any(isinstance(h, _StderrHandler) for h in engine_log.handlers):
         handler = _StderrHandler()

@@ -1,41 +1,37 @@
-"""What every command group shares: reading secrets and files, parsing small values, printing,
-and opening the store.
+"""What every command group shares: reading secrets and files, parsing small values, and the
+management services every command goes through.
 
 Secrets are never taken as plain arguments (they would land in shell history and ``ps``): they
-are read from a file, ``-`` meaning standard input. The store is opened only after the input has
-been checked, so that a mistake is reported without Airflow's configuration or the store.
+are read from a file, ``-`` meaning standard input. The services are built only after the input
+has been checked, so that a mistake is reported without Airflow's configuration or the store.
+
+The commands reach airhook's state through :mod:`airhook.manage` alone, as the REST API and the
+page do (``airhook db`` excepted: the store's schema is below the services), so that the three
+cannot drift apart.
 """
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airhook.core.errors import AirhookError
-from airhook.core.secrets import Secret
 
 if TYPE_CHECKING:
-    from airhook.core.secrets import Cipher
-    from airhook.delivery import DeliveryEngine
-    from airhook.store.engine import Store
-    from airhook.store.inbox import InboxRepository
-    from airhook.store.sources import SourceRepository
+    from airhook.manage.container import Services
 
 __all__ = [
     "FILE_HELP",
     "CommandError",
-    "delivery_engine",
-    "inbox_repository",
     "iso_time",
+    "note",
     "parse_options",
-    "print_json",
     "read_secret",
     "read_text",
-    "source_repository",
+    "services",
 ]
 
 #: How every ``--…-file`` option reads: said once, appended to their help.
@@ -60,7 +56,7 @@ def read_text(path: str, what: str) -> str:
         raise CommandError(f"cannot read the {what} file {path!r}: {exc.strerror}") from None
 
 
-def read_secret(path: str) -> Secret:
+def read_secret(path: str) -> str:
     """Return the secret in the file at ``path`` (``-``: the first line of standard input)."""
     if path == "-":
         text = sys.stdin.readline()
@@ -72,7 +68,7 @@ def read_secret(path: str) -> Secret:
     value = text.strip()
     if not value:
         raise CommandError(f"no secret in {path!r}")
-    return Secret(value)
+    return value
 
 
 def parse_options(pairs: Sequence[str]) -> dict[str, Any]:
@@ -97,62 +93,43 @@ def iso_time(text: str | None, option: str) -> datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-# --- output --------------------------------------------------------------------------------------
+def note(message: str) -> None:
+    """A diagnostic on standard error (standard output carries the command's result alone)."""
+    print(f"airhook: {message}", file=sys.stderr)
 
 
-def print_json(document: Any, *, lines: bool = False) -> None:
-    """Print a document on standard output, which carries nothing else.
-
-    :param lines: one compact line per item of a list (JSON Lines), for listings that may be long.
-    """
-    if lines:
-        for item in document:
-            print(json.dumps(item))
-    else:
-        print(json.dumps(document, indent=2))
+# --- the services --------------------------------------------------------------------------------
 
 
-def show_once(label: str, secret: Secret) -> None:
-    """Print a generated secret on standard error: shown once, never part of the JSON output."""
-    print(f"{label} (shown once, store it now):", secret.reveal(), file=sys.stderr)
+def _from_airflow(name: str, what: str) -> Callable[..., list[Any]]:
+    """A reader of Airflow's metadata DB (``airflow_internals.<name>``) that, when that DB
+    cannot be read from here (not configured, not migrated, not reachable), says so on standard
+    error and answers an empty list: what it would add is shown only where Airflow's DB is."""
+
+    def read(*args: Any) -> list[Any]:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from airhook import airflow_internals
+
+        try:
+            return list(getattr(airflow_internals, name)(*args))
+        except SQLAlchemyError as exc:
+            note(
+                f"Airflow's metadata DB cannot be read from here ({type(exc).__name__}): "
+                f"{what} not shown"
+            )
+            return []
+
+    return read
 
 
-# --- the store -----------------------------------------------------------------------------------
+def services() -> Services:
+    """The management services, from Airflow's configuration: ``[core] fernet_key`` (checked
+    first), ``[airhook] database_url`` (the store, migrated), ``[api] base_url`` (receiver
+    URLs), and Airflow's metadata DB for what an event became, where it can be read."""
+    from airhook.manage.container import Services
 
-
-def _cipher() -> Cipher:
-    from airhook.crypto import airflow_cipher
-
-    return airflow_cipher()  # SetupError with no [core] fernet_key
-
-
-def _store() -> Store:
-    from airhook.store import get_store
-    from airhook.store.migrate import upgrade
-
-    store = get_store()
-    upgrade(store)
-    return store
-
-
-def source_repository() -> SourceRepository:
-    """The sources, encrypted with Airflow's Fernet key (checked before the store is opened)."""
-    from airhook.store.sources import SourceRepository
-
-    cipher = _cipher()
-    return SourceRepository(_store(), cipher)
-
-
-def inbox_repository() -> InboxRepository:
-    """The recorded inbound events (nothing in them is encrypted)."""
-    from airhook.store.inbox import InboxRepository
-
-    return InboxRepository(_store())
-
-
-def delivery_engine() -> DeliveryEngine:
-    """The outbound side: subscriptions, their deliveries, and the engine that sends them."""
-    from airhook.delivery import DeliveryEngine
-
-    cipher = _cipher()
-    return DeliveryEngine(_store(), cipher)
+    return Services.from_config(
+        asset_events_of=_from_airflow("asset_events_of", "its asset events and DAG runs"),
+        dags_scheduled_on=_from_airflow("dags_scheduled_on", "the DAGs scheduled on it"),
+    )

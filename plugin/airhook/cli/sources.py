@@ -1,180 +1,287 @@
-"""``airhook sources`` and ``airhook events``: the inbound side.
+"""``airhook sources``: the inbound side.
 
-A source is one receiver URL, ``/airhook/webhooks/<name>``, and what a delivery to it must prove;
-its recorded events are the inbox rows the dispatcher turns into asset events.
+A source is one receiver URL, ``/airhook/webhooks/<name>``, and what a delivery to it must prove.
+Every command goes through :class:`airhook.manage.sources.SourceService`, as the REST API does.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+import json
+import textwrap
+import urllib.error
+import urllib.request
 from typing import Any
 
-from airhook.cli._common import (
-    FILE_HELP,
-    CommandError,
-    inbox_repository,
-    parse_options,
-    print_json,
-    read_secret,
+from airhook.cli import _common
+from airhook.cli._common import FILE_HELP, CommandError, parse_options, read_secret
+from airhook.cli._output import (
+    add_json,
+    add_window,
+    details,
+    emit,
+    listing,
     show_once,
-    source_repository,
+    when,
 )
-from airhook.core.access import BasicCredentials
 from airhook.core.catalog import load_catalog
+from airhook.core.errors import DeliveryError
 from airhook.core.profiles import PROFILES, get_profile
-from airhook.core.secrets import SecretPair, generate_secret
 from airhook.core.signing import SCHEMES
-from airhook.core.source import Source
+from airhook.manage.sources import SECRET_ACTIONS, UNSIGNED, Poster
+from airhook.manage.views import SourceView
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "http_poster", "render_source"]
 
-#: What ``sources secrets`` can do to a source's pair of signing secrets.
-SECRET_ACTIONS = ("set-secondary", "generate-secondary", "rotate", "drop-secondary")
-
-
-def describe(source: Source) -> dict[str, Any]:
-    """What ``create``, ``list`` and ``show`` print: no secret, only whether there is one."""
-    return {
-        "name": source.name,
-        "url_path": f"/airhook/webhooks/{source.name}",
-        "profile": source.profile,
-        "scheme": source.scheme,
-        "scheme_options": source.scheme_options,
-        "secondary_secret": bool(source.secrets and source.secrets.secondary),
-        "bearer_tokens": len(source.bearer_tokens),
-        "basic_users": [c.username for c in source.basic_credentials],
-        "allow_ips": list(source.allow_ips),
-        "chatbot_ids": list(source.chatbot_ids),
-        "events": list(source.events),
-        "max_body_bytes": source.max_body_bytes,
-        "active": source.active,
-        "updated_at": source.updated_at.isoformat() if source.updated_at else None,
-    }
+#: Seconds a test delivery may take to be answered (the receiver answers at once).
+TEST_TIMEOUT = 30.0
 
 
-def _basic(item: str) -> BasicCredentials:
-    user, sep, path = item.partition(":")
-    if not (user and sep and path):
-        raise CommandError(f"--basic takes USER:PASSWORD_FILE, not {item!r}")
-    return BasicCredentials(user, read_secret(path))
+# --- rendering -----------------------------------------------------------------------------------
 
 
-def _signing_secrets(args: argparse.Namespace, scheme: str | None) -> SecretPair | None:
-    """The pair ``create`` stores: read from files, or generated (then shown once)."""
-    if scheme is None:
+def _secrets_of(view: dict[str, Any]) -> str:
+    if view["scheme"] is None:
+        return "none (checks no signature)"
+    return "primary and secondary" if view["has_secondary_secret"] else "primary"
+
+
+def render_source(view: dict[str, Any]) -> str:
+    """One source as ``label: value`` lines."""
+    received = str(view["events_received"])
+    if view["last_received_at"]:
+        received += f" (last {when(view['last_received_at'])})"
+    return details(
+        [
+            ("name", view["name"]),
+            ("receiver URL", view["receiver_url"]),
+            ("profile", view["profile"]),
+            ("scheme", view["scheme"] or "none"),
+            ("scheme options", view["scheme_options"]),
+            ("secrets", _secrets_of(view)),
+            ("bearer tokens", view["bearer_tokens"]),
+            ("basic users", view["basic_users"]),
+            ("events", view["events"]),
+            ("allowed networks", view["allow_ips"] or "any"),
+            ("chatbot ids", view["chatbot_ids"] or "any"),
+            ("max body bytes", view["max_body_bytes"] or "default ([airhook] max_body_bytes)"),
+            ("active", view["active"]),
+            ("events received", received),
+            ("created", when(view["created_at"])),
+            ("updated", when(view["updated_at"])),
+        ]
+    )
+
+
+def _render_list(page: dict[str, Any]) -> str:
+    rows = [
+        (
+            s["name"],
+            s["profile"],
+            s["scheme"] or "none",
+            s["active"],
+            s["events"],
+            s["events_received"],
+            when(s["last_received_at"]),
+        )
+        for s in page["items"]
+    ]
+    headers = ("name", "profile", "scheme", "active", "events", "received", "last received")
+    return listing(page, rows, headers)
+
+
+def _render_created(document: dict[str, Any]) -> str:
+    steps = document["setup"]["steps"]
+    text = f"created source {document['source']['name']}\n{render_source(document['source'])}"
+    if steps:
+        text += "\n\nIn the sender's platform:\n" + "\n".join(
+            textwrap.fill(step, 100, initial_indent=f"  {n}. ", subsequent_indent="     ")
+            for n, step in enumerate(steps, 1)
+        )
+    return text
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def _basic(items: list[str]) -> dict[str, str]:
+    users: dict[str, str] = {}
+    for item in items:
+        user, sep, path = item.partition(":")
+        if not (user and sep and path):
+            raise CommandError(f"--basic takes USER:PASSWORD_FILE, not {item!r}")
+        users[user] = read_secret(path)
+    return users
+
+
+def _create(args: argparse.Namespace) -> None:
+    scheme = args.scheme or get_profile(args.profile, load_catalog()).scheme
+    secret = secondary = None
+    if scheme == UNSIGNED:
         if args.secret_file or args.generate_secret or args.secondary_secret_file:
             raise CommandError("--scheme none checks no signature: give it no secret")
-        return None
-    if args.secret_file:
-        primary = read_secret(args.secret_file)
-    elif args.generate_secret:
-        primary = generate_secret()
-    else:
+    elif args.secret_file:
+        secret = read_secret(args.secret_file)
+    elif not args.generate_secret:
         raise CommandError(
             f"signing scheme {scheme!r} needs a secret: give --secret-file FILE "
             f"{FILE_HELP} or --generate-secret (or --scheme none with --bearer-token-file "
             "or --basic)"
         )
-    secondary = read_secret(args.secondary_secret_file) if args.secondary_secret_file else None
-    return SecretPair(primary, secondary)
-
-
-def _create(args: argparse.Namespace) -> None:
-    profile = get_profile(args.profile, load_catalog())
-    scheme = None if args.scheme == "none" else (args.scheme or profile.scheme)
-    secrets = _signing_secrets(args, scheme)
-    source = Source(
-        name=args.name,
-        profile=args.profile,
-        scheme=scheme,
-        secrets=secrets,
-        scheme_options=parse_options(args.option),
-        bearer_tokens=tuple(read_secret(path) for path in args.bearer_token_file),
-        basic_credentials=tuple(_basic(item) for item in args.basic),
-        allow_ips=tuple(args.allow_ip),
-        chatbot_ids=tuple(args.chatbot_id),
-        events=tuple(args.events or ["*"]),
-        max_body_bytes=args.max_body_bytes,
-        active=not args.inactive,
+    if args.secondary_secret_file and scheme != UNSIGNED:
+        secondary = read_secret(args.secondary_secret_file)
+    created = (
+        _common.services()
+        .sources()
+        .create(
+            args.name,
+            args.profile,
+            scheme=args.scheme,
+            events=args.events or ["*"],
+            allow_ips=args.allow_ip,
+            chatbot_ids=args.chatbot_id,
+            max_body_bytes=args.max_body_bytes,
+            active=not args.inactive,
+            scheme_options=parse_options(args.option),
+            secret=secret,
+            secondary_secret=secondary,
+            bearer_tokens=[read_secret(path) for path in args.bearer_token_file],
+            basic_credentials=_basic(args.basic),
+        )
     )
-    created = source_repository().create(source)
-    print_json(describe(created))
-    if secrets is not None and args.generate_secret:
-        show_once("secret", secrets.primary)
+    # The REST API's answer, but for the secret: it goes to standard error, once.
+    emit(args, {"source": created.view.as_dict(), "setup": created.setup}, _render_created)
+    if created.secret is not None:
+        show_once("secret", created.secret)
 
 
 def _list(args: argparse.Namespace) -> None:
-    print_json([describe(source) for source in source_repository().all()])
+    page = _common.services().sources().list(limit=args.limit, offset=args.offset)
+    emit(args, page.as_dict(), _render_list)
 
 
 def _show(args: argparse.Namespace) -> None:
-    print_json(describe(source_repository().get(args.name)))
+    emit(args, _common.services().sources().get(args.name).as_dict(), render_source)
+
+
+def _changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings ``update`` changes: those given, as the REST API's PATCH takes them."""
+    changes: dict[str, Any] = {}
+    if args.events:
+        changes["events"] = args.events
+    if args.allow_ip or args.any_ip:
+        changes["allow_ips"] = args.allow_ip
+    if args.chatbot_id or args.any_chatbot:
+        changes["chatbot_ids"] = args.chatbot_id
+    if args.max_body_bytes is not None or args.default_max_body_bytes:
+        changes["max_body_bytes"] = args.max_body_bytes
+    if args.active is not None:
+        changes["active"] = args.active
+    if args.option or args.no_options:
+        changes["scheme_options"] = parse_options(args.option)
+    if not changes:
+        raise CommandError("nothing to change: give at least one option (see --help)")
+    return changes
+
+
+def _update(args: argparse.Namespace) -> None:
+    changes = _changes(args)
+    emit(args, _common.services().sources().update(args.name, changes).as_dict(), render_source)
 
 
 def _delete(args: argparse.Namespace) -> None:
-    source_repository().delete(args.name)
-    print(f"deleted source {args.name} (its recorded events stay in the inbox)")
+    _common.services().sources().delete(args.name)
+    emit(
+        args,
+        {"deleted": args.name},
+        lambda _: f"deleted source {args.name} (its recorded events stay in the inbox)",
+    )
 
 
 def _secrets(args: argparse.Namespace) -> None:
     if args.secret_file is not None and args.action != "set-secondary":
         raise CommandError(f"--secret-file goes with set-secondary, not {args.action}")
-    sources = source_repository()
-    source = sources.get(args.name)
-    if source.secrets is None:
-        raise CommandError(f"source {args.name} has no signing secret")
-    pair = source.secrets
-    if args.action == "set-secondary":
-        pair = SecretPair(pair.primary, read_secret(args.secret_file or "-"))
-    elif args.action == "generate-secondary":
-        pair = pair.with_new_secondary()
-    elif args.action == "rotate":
-        pair = pair.rotated()
-    else:
-        pair = SecretPair(pair.primary)
-    saved = sources.save(replace(source, secrets=pair))
-    print_json(describe(saved))
-    if args.action == "generate-secondary" and pair.secondary is not None:
-        show_once("new secondary secret", pair.secondary)
+    secret = read_secret(args.secret_file or "-") if args.action == "set-secondary" else None
+    change = _common.services().sources().change_secrets(args.name, args.action, secret=secret)
+    emit(args, {"source": change.view.as_dict()}, lambda doc: render_source(doc["source"]))
+    if change.secret is not None:
+        label = "new primary secret" if args.action == "regenerate" else "new secondary secret"
+        show_once(label, change.secret)
 
 
 def _active(args: argparse.Namespace) -> None:
-    sources = source_repository()
-    saved = sources.save(replace(sources.get(args.name), active=args.state == "on"))
-    print_json(describe(saved))
+    view = _common.services().sources().update(args.name, {"active": args.state == "on"})
+    emit(args, view.as_dict(), render_source)
 
 
-def _events(args: argparse.Namespace) -> None:
-    found = inbox_repository().find(args.source, limit=args.limit)
-    print_json(
-        [
-            {
-                "id": event.id,
-                "event": event.event,
-                "kind": event.kind,
-                "received_at": event.received_at.isoformat(),
-                "dispatched_at": (event.dispatched_at.isoformat() if event.dispatched_at else None),
-            }
-            for event in found
-        ],
-        lines=True,
-    )
+def http_poster(base_url: str, timeout: float = TEST_TIMEOUT) -> Poster:
+    """A :data:`~airhook.manage.sources.Poster` that POSTs to the receiver of the API server
+    at ``base_url`` over HTTP, as the sender would (the REST API hands the request to the
+    receiver in its own process instead)."""
+
+    def post(name: str, headers: dict[str, str], body: bytes) -> tuple[int, Any]:
+        url = SourceView.receiver_url_of(base_url, name)
+        request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+                status, text = response.status, response.read()
+        except urllib.error.HTTPError as answer:
+            status, text = answer.code, answer.read()
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise DeliveryError(
+                url, None, f"cannot reach the receiver: {reason}", retryable=True
+            ) from None
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, None
+
+    return post
+
+
+def _render_test(result: dict[str, Any]) -> str:
+    lines = [
+        details(
+            [
+                ("event", result["event"]),
+                ("status", result["status"]),
+                ("answer", json.dumps(result["answer"])),
+                ("recorded as", result["event_id"]),
+                ("DAGs scheduled on it", result["dags"]),
+            ]
+        )
+    ]
+    if result["status"] != 202:
+        lines.append("not recorded: the receiver's answer says why (docs/receiver.md, Answers)")
+    return "\n".join(lines)
+
+
+def _test(args: argparse.Namespace) -> int:
+    if args.url is not None and not args.url.startswith(("http://", "https://")):
+        raise CommandError(
+            f"--url takes the API server's http:// or https:// URL, not {args.url!r}"
+        )
+    services = _common.services()
+    base_url = args.url or services.base_url
+    if not base_url:
+        raise CommandError(
+            "the test goes to the receiver of a running API server: give --url "
+            "(e.g. http://localhost:8080) or set [api] base_url"
+        )
+    result = services.sources().test(args.name, http_poster(base_url, args.timeout), args.event)
+    emit(args, result, _render_test)
+    return 0 if result["status"] == 202 else 1
+
+
+# --- the parsers ---------------------------------------------------------------------------------
 
 
 def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the source's name")
 
 
-def add_commands(commands: Any) -> None:
-    """Add the ``sources`` and ``events`` groups to the top-level subcommands."""
-    group = commands.add_parser(
-        "sources",
-        help="inbound sources: who may deliver to which URL, and how they prove it",
-        description="Inbound sources. A source named NAME receives at /airhook/webhooks/NAME.",
-    )
-    sources = group.add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="what to do")
-
+def _add_create(sources: Any) -> None:
     create = sources.add_parser(
         "create",
         help="create a source",
@@ -194,7 +301,7 @@ def add_commands(commands: Any) -> None:
     )
     create.add_argument(
         "--scheme",
-        choices=[*sorted(SCHEMES), "none"],
+        choices=[*sorted(SCHEMES), UNSIGNED],
         help="signing scheme (default: the profile's); 'none' checks no signature, "
         "so give --bearer-token-file or --basic",
     )
@@ -265,49 +372,175 @@ def add_commands(commands: Any) -> None:
         action="store_true",
         help="create it switched off: deliveries are refused until 'sources active NAME on'",
     )
+    add_json(create)
     create.set_defaults(func=_create)
 
-    sources.add_parser("list", help="list the sources (no secrets)").set_defaults(func=_list)
-    show = sources.add_parser("show", help="show one source (no secrets)")
-    _add_name(show)
-    show.set_defaults(func=_show)
-    delete = sources.add_parser("delete", help="delete a source (its recorded events stay)")
-    _add_name(delete)
-    delete.set_defaults(func=_delete)
 
+def _add_update(sources: Any) -> None:
+    update = sources.add_parser(
+        "update",
+        help="change a source's settings (its secrets and recorded events stay)",
+        description="Change some of a source's settings, as the REST API's PATCH does: only "
+        "what is given changes, and a list given replaces the old one whole. The name and the "
+        "profile stay (create another source for another platform); secrets change with "
+        "'sources secrets'.",
+    )
+    _add_name(update)
+    update.add_argument(
+        "--events",
+        nargs="+",
+        metavar="PATTERN",
+        help="the accepted event names, '*' matching any run of characters",
+    )
+    ips = update.add_mutually_exclusive_group()
+    ips.add_argument(
+        "--allow-ip",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="accept deliveries only from these networks, repeatable (replaces the list)",
+    )
+    ips.add_argument(
+        "--any-ip", action="store_true", help="accept deliveries from any address again"
+    )
+    bots = update.add_mutually_exclusive_group()
+    bots.add_argument(
+        "--chatbot-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="accept only events of these chatbots, repeatable (replaces the list)",
+    )
+    bots.add_argument(
+        "--any-chatbot", action="store_true", help="accept events of any chatbot again"
+    )
+    size = update.add_mutually_exclusive_group()
+    size.add_argument("--max-body-bytes", type=int, metavar="BYTES", help="largest body accepted")
+    size.add_argument(
+        "--default-max-body-bytes",
+        action="store_true",
+        help="back to the default limit, [airhook] max_body_bytes",
+    )
+    state = update.add_mutually_exclusive_group()
+    state.add_argument(
+        "--active",
+        dest="active",
+        action="store_const",
+        const=True,
+        default=None,
+        help="switch it on",
+    )
+    state.add_argument(
+        "--inactive",
+        dest="active",
+        action="store_const",
+        const=False,
+        help="switch it off: deliveries are refused with 403",
+    )
+    options = update.add_mutually_exclusive_group()
+    options.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a signing scheme option, repeatable; the options given replace all the old ones",
+    )
+    options.add_argument("--no-options", action="store_true", help="remove every scheme option")
+    add_json(update)
+    update.set_defaults(func=_update)
+
+
+def _add_secrets(sources: Any) -> None:
     secrets = sources.add_parser(
         "secrets",
         help="rotate a source's signing secrets",
-        description="Rotate a source's signing secrets: add a secondary (both are accepted), "
-        "rotate (the secondary becomes the primary), drop the old one.",
+        description="Act on a source's signing secrets: add a secondary (both are accepted), "
+        "rotate (the secondary becomes the primary), drop the old one, or regenerate the "
+        "primary (the old one stays as the secondary for the changeover). A generated secret "
+        "is printed once, on standard error.",
     )
     _add_name(secrets)
     secrets.add_argument(
         "action",
         choices=SECRET_ACTIONS,
-        help="set-secondary: read one; generate-secondary: make one, printed once; "
-        "rotate: swap primary and secondary; drop-secondary: keep the primary only",
+        help="generate-secondary: make one, printed once; rotate: swap primary and secondary; "
+        "drop-secondary: keep the primary only; regenerate: a new primary, printed once, the "
+        "old one kept as secondary; set-secondary: read the platform's new one",
     )
     secrets.add_argument(
         "--secret-file",
         metavar="FILE",
         help=f"with set-secondary: file holding the new secondary {FILE_HELP}, the default",
     )
+    add_json(secrets)
     secrets.set_defaults(func=_secrets)
+
+
+def _add_test(sources: Any) -> None:
+    test = sources.add_parser(
+        "test",
+        help="post a signed sample event to the source's receiver; exit 1 unless recorded",
+        description="Post a catalog sample of an event, signed with the source's own secret "
+        "(and its bearer token or basic credentials), to the source's receiver URL on a "
+        "running API server, over HTTP as the platform would: the receiver checks and records "
+        "it as a real delivery, and the DAGs scheduled on it run. The API server is the one "
+        "at --url, else [api] base_url; with neither the command cannot test (the REST API's "
+        "test needs no URL: it runs inside the API server).",
+    )
+    _add_name(test)
+    test.add_argument(
+        "--event",
+        help="the catalog event to send (default: the first the source takes)",
+    )
+    test.add_argument(
+        "--url",
+        metavar="URL",
+        help="the API server's base URL, e.g. http://localhost:8080 (default: [api] base_url)",
+    )
+    test.add_argument(
+        "--timeout",
+        type=float,
+        default=TEST_TIMEOUT,
+        metavar="SECONDS",
+        help="how long to wait for the receiver's answer (default: %(default)s)",
+    )
+    add_json(test)
+    test.set_defaults(func=_test)
+
+
+def add_commands(commands: Any) -> None:
+    """Add the ``sources`` group to the top-level subcommands."""
+    group = commands.add_parser(
+        "sources",
+        help="inbound sources: who may deliver to which URL, and how they prove it",
+        description="Inbound sources. A source named NAME receives at /airhook/webhooks/NAME.",
+    )
+    sources = group.add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="what to do")
+    _add_create(sources)
+
+    listing_ = sources.add_parser("list", help="list the sources, newest first (no secrets)")
+    add_window(listing_)
+    add_json(listing_)
+    listing_.set_defaults(func=_list)
+
+    show = sources.add_parser("show", help="show one source (no secrets)")
+    _add_name(show)
+    add_json(show)
+    show.set_defaults(func=_show)
+
+    _add_update(sources)
+
+    delete = sources.add_parser("delete", help="delete a source (its recorded events stay)")
+    _add_name(delete)
+    add_json(delete)
+    delete.set_defaults(func=_delete)
+
+    _add_secrets(sources)
 
     active = sources.add_parser("active", help="switch a source on or off")
     _add_name(active)
     active.add_argument("state", choices=["on", "off"], help="off: deliveries are refused with 403")
+    add_json(active)
     active.set_defaults(func=_active)
 
-    events = commands.add_parser(
-        "events", help="inbound events recorded by the receiver"
-    ).add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="what to do")
-    listing = events.add_parser(
-        "list", help="a source's recorded events, oldest first, one JSON line each"
-    )
-    listing.add_argument("source", help="the source's name")
-    listing.add_argument(
-        "--limit", type=int, default=50, help="print at most this many (default: %(default)s)"
-    )
-    listing.set_defaults(func=_events)
+    _add_test(sources)

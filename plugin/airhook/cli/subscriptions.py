@@ -1,86 +1,145 @@
 """``airhook subscriptions``: the outbound endpoints events are delivered to.
 
 A subscription's URL, secrets and extra headers are credentials: they are read from files, kept
-encrypted, and never printed (listings show the URL's origin and the header names only).
+encrypted, and never printed (the URL is shown as its origin, headers by name). Every command
+goes through :class:`airhook.manage.subscriptions.SubscriptionService`, as the REST API does.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from airhook.cli import _common
 from airhook.cli._common import (
     FILE_HELP,
     CommandError,
-    delivery_engine,
     parse_options,
-    print_json,
     read_secret,
     read_text,
-    show_once,
 )
-from airhook.core.catalog import load_catalog, matches
+from airhook.cli._output import add_json, add_window, details, emit, listing, show_once, when
 from airhook.core.delivery_rules import DEFAULT_SCHEDULE
-from airhook.core.secrets import Secret, SecretPair, generate_secret
 from airhook.core.signing import SCHEMES
-from airhook.core.subscription import METHODS, Subscription
+from airhook.core.subscription import METHODS
+from airhook.manage.subscriptions import SECRET_ACTIONS
 
-if TYPE_CHECKING:
-    from airhook.core.catalog import EventType
+__all__ = ["add_commands", "render_subscription"]
 
-__all__ = ["add_commands"]
-
-#: What ``subscriptions secrets`` can do to a subscription's pair of signing secrets.
-SECRET_ACTIONS = ("generate-secondary", "rotate", "drop-secondary")
+#: Why a subscription was disabled, when the command gives no ``--reason``.
+DISABLED_BY_CLI = "disabled with airhook subscriptions disable"
 
 
-def describe(subscription: Subscription) -> dict[str, Any]:
-    """What ``list`` and ``show`` print: no secret, no URL path (it can be a credential)."""
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def _template(text: str | None) -> str | None:
+    """A body template as shown in a table: its name, or how long its inline source is."""
     from airhook.core.rendering import is_template_name
 
-    template = subscription.body_template
-    if template is not None and not is_template_name(template):
-        template = f"<inline, {len(template)} characters>"
-    return {
-        "name": subscription.name,
-        "origin": subscription.origin,
-        "state": subscription.state,
-        "events": list(subscription.events),
-        "chatbot_ids": list(subscription.chatbot_ids),
-        "scheme": subscription.scheme,
-        "scheme_options": dict(subscription.scheme_options),
-        "secondary_secret": bool(subscription.secrets and subscription.secrets.secondary),
-        "headers": sorted(subscription.headers),
-        "method": subscription.method,
-        "timeout": subscription.timeout,
-        "body_template": template,
-        "retry_schedule": list(subscription.retry_schedule),
-        "consecutive_failures": subscription.consecutive_failures,
-        "disabled_reason": subscription.disabled_reason,
-        "disabled_at": subscription.disabled_at.isoformat() if subscription.disabled_at else None,
-        "updated_at": subscription.updated_at.isoformat() if subscription.updated_at else None,
-    }
+    if text is None or is_template_name(text):
+        return text
+    return f"<inline, {len(text)} characters>"
 
 
-def _header(line: str, where: str) -> tuple[str, Secret]:
+def _secrets_of(view: dict[str, Any]) -> str:
+    if view["scheme"] is None:
+        return "none (sends unsigned)"
+    return "primary and secondary" if view["has_secondary_secret"] else "primary"
+
+
+def render_subscription(view: dict[str, Any]) -> str:
+    """One subscription as ``label: value`` lines."""
+    state = view["state"]
+    if view["disabled_reason"]:
+        state += f" since {when(view['disabled_at'])}: {view['disabled_reason']}"
+    return details(
+        [
+            ("name", view["name"]),
+            ("url", view["url"]),
+            ("state", state),
+            ("events", view["events"]),
+            ("chatbot ids", view["chatbot_ids"] or "any"),
+            ("scheme", view["scheme"] or "none"),
+            ("scheme options", view["scheme_options"]),
+            ("secrets", _secrets_of(view)),
+            ("method", view["method"]),
+            ("timeout", view["timeout"] or "default ([airhook] outbound_timeout_seconds)"),
+            ("headers", view["header_names"]),
+            ("body template", _template(view["body_template"]) or "the event payload"),
+            ("retry schedule (s)", view["retry_schedule"]),
+            ("consecutive failures", view["consecutive_failures"]),
+            ("deliveries", view["deliveries"]),
+            ("created", when(view["created_at"])),
+            ("updated", when(view["updated_at"])),
+        ]
+    )
+
+
+def _render_list(page: dict[str, Any]) -> str:
+    rows = [
+        (
+            s["name"],
+            s["state"],
+            s["url"],
+            s["events"],
+            s["scheme"] or "none",
+            s["deliveries"].get("delivered", 0),
+            s["deliveries"].get("pending", 0),
+            s["deliveries"].get("failed", 0) + s["deliveries"].get("dead", 0),
+            s["deliveries"].get("paused", 0),
+        )
+        for s in page["items"]
+    ]
+    headers = (
+        "name",
+        "state",
+        "url",
+        "events",
+        "scheme",
+        "delivered",
+        "pending",
+        "failed",
+        "paused",
+    )
+    return listing(page, rows, headers)
+
+
+def _render_attempt(result: dict[str, Any]) -> str:
+    return details(
+        [
+            ("event", f"{result['event']} ({result['platform']})"),
+            ("message id", result["message_id"]),
+            ("outcome", result["outcome"]),
+            ("status", result["status_code"]),
+            ("latency (ms)", result["latency_ms"]),
+            ("error", result["error"]),
+            ("response", result["response_excerpt"]),
+        ]
+    )
+
+
+# --- input ---------------------------------------------------------------------------------------
+
+
+def _header(line: str, where: str) -> tuple[str, str]:
     name, sep, value = line.partition(":")
     if not (sep and name.strip() and value.strip()):
         # Not the line itself: a header file holds secret values.
         raise CommandError(f"{where}: a header is 'Name: value'")
-    return name.strip(), Secret(value.strip())
+    return name.strip(), value.strip()
 
 
-def _schedule(text: str) -> tuple[float, ...]:
+def _schedule(text: str) -> list[float]:
     try:
-        return tuple(float(part) for part in text.split(",") if part.strip())
+        return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise CommandError(
             f"--retry-schedule takes seconds separated by commas, not {text!r}"
         ) from None
 
 
-def _headers(args: argparse.Namespace) -> dict[str, Secret]:
+def _headers(args: argparse.Namespace) -> dict[str, str]:
     headers = dict(
         _header(item, f"--header number {number}") for number, item in enumerate(args.header, 1)
     )
@@ -94,157 +153,239 @@ def _headers(args: argparse.Namespace) -> dict[str, Secret]:
     return headers
 
 
+def _url(args: argparse.Namespace) -> str | None:
+    if args.url is not None:
+        return str(args.url)
+    return read_text(args.url_file, "URL").strip() if args.url_file is not None else None
+
+
+def _template_of(args: argparse.Namespace) -> str | None:
+    if args.template_file is not None:
+        return read_text(args.template_file, "template")
+    return args.template
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
 def _create(args: argparse.Namespace) -> None:
-    url = args.url if args.url else read_text(args.url_file, "URL").strip()
     scheme = None if args.scheme == "none" else args.scheme
-    generated = None
-    secrets = None
-    if scheme is None:
-        if args.secret_file or args.secondary_secret_file:
-            raise CommandError("--scheme none signs nothing: give it no secret")
-    else:
-        if args.secret_file:
-            primary = read_secret(args.secret_file)
-        else:
-            primary = generated = generate_secret()
-        secondary = read_secret(args.secondary_secret_file) if args.secondary_secret_file else None
-        secrets = SecretPair(primary, secondary)
-    template = read_text(args.template_file, "template") if args.template_file else args.template
-    options: dict[str, Any] = {}
+    if scheme is None and (args.secret_file or args.secondary_secret_file):
+        raise CommandError("--scheme none signs nothing: give it no secret")
+    url = _url(args)
+    secret = read_secret(args.secret_file) if args.secret_file else None
+    secondary = read_secret(args.secondary_secret_file) if args.secondary_secret_file else None
+    settings: dict[str, Any] = {
+        "chatbot_ids": args.chatbot_id,
+        "method": args.method,
+        "headers": _headers(args),
+        "scheme_options": parse_options(args.option),
+        "active": not args.inactive,
+    }
+    template = _template_of(args)
+    if template is not None:
+        settings["body_template"] = template
     if args.timeout is not None:
-        options["timeout"] = args.timeout
+        settings["timeout"] = args.timeout
     if args.retry_schedule is not None:
-        options["retry_schedule"] = _schedule(args.retry_schedule)
-    subscription = Subscription(
-        name=args.name,
-        url=url,
-        events=tuple(args.events or ["*"]),
-        chatbot_ids=tuple(args.chatbot_id),
-        scheme=scheme,
-        secrets=secrets,
-        scheme_options=parse_options(args.option),
-        active=not args.inactive,
-        method=args.method,
-        headers=_headers(args),
-        body_template=template,
-        **options,
+        settings["retry_schedule"] = _schedule(args.retry_schedule)
+    created = (
+        _common.services()
+        .subscriptions()
+        .create(
+            args.name,
+            url or "",
+            events=args.events or ["*"],
+            scheme=scheme,
+            allow_unknown_events=args.allow_unknown_events,
+            secret=secret,
+            secondary_secret=secondary,
+            **settings,
+        )
     )
-    created = delivery_engine().subscriptions.create(subscription)
-    print_json(describe(created))
-    if generated is not None:
-        show_once("signing secret", generated)
+    # The REST API's answer, but for the secret: it goes to standard error, once.
+    emit(
+        args,
+        {"subscription": created.view.as_dict()},
+        lambda doc: (
+            f"created subscription {args.name}\n" + render_subscription(doc["subscription"])
+        ),
+    )
+    if created.secret is not None:
+        show_once("signing secret", created.secret)
 
 
 def _list(args: argparse.Namespace) -> None:
-    print_json([describe(s) for s in delivery_engine().subscriptions.all()])
+    page = _common.services().subscriptions().list(limit=args.limit, offset=args.offset)
+    emit(args, page.as_dict(), _render_list)
 
 
 def _show(args: argparse.Namespace) -> None:
-    engine = delivery_engine()
-    described = describe(engine.subscriptions.get(args.name))
-    described["deliveries"] = engine.summary(subscription=args.name).as_dict()
-    print_json(described)
+    emit(args, _common.services().subscriptions().get(args.name).as_dict(), render_subscription)
+
+
+def _changes(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings ``update`` changes: those given, as the REST API's PATCH takes them."""
+    changes: dict[str, Any] = {}
+    url = _url(args)
+    if url is not None:
+        changes["url"] = url
+    if args.events:
+        changes["events"] = args.events
+    if args.chatbot_id or args.any_chatbot:
+        changes["chatbot_ids"] = args.chatbot_id
+    if args.method is not None:
+        changes["method"] = args.method
+    if args.timeout is not None or args.default_timeout:
+        changes["timeout"] = args.timeout
+    if args.header or args.header_file or args.no_headers:
+        changes["headers"] = _headers(args)
+    template = _template_of(args)
+    if template is not None or args.no_template:
+        changes["body_template"] = template
+    if args.retry_schedule is not None:
+        changes["retry_schedule"] = _schedule(args.retry_schedule)
+    if args.scheme is not None:
+        changes["scheme"] = None if args.scheme == "none" else args.scheme
+    if args.option or args.no_options:
+        changes["scheme_options"] = parse_options(args.option)
+    if args.active is not None:
+        changes["active"] = args.active
+    if not changes:
+        raise CommandError("nothing to change: give at least one option (see --help)")
+    return changes
+
+
+def _update(args: argparse.Namespace) -> None:
+    changes = _changes(args)
+    view = (
+        _common.services()
+        .subscriptions()
+        .update(
+            args.name,
+            changes,
+            allow_unknown_events=args.allow_unknown_events,
+            reason=args.reason,
+        )
+    )
+    emit(args, view.as_dict(), render_subscription)
 
 
 def _delete(args: argparse.Namespace) -> None:
-    delivery_engine().subscriptions.delete(args.name)
-    print(f"deleted subscription {args.name} with its deliveries and their attempts")
+    _common.services().subscriptions().delete(args.name)
+    emit(
+        args,
+        {"deleted": args.name},
+        lambda _: f"deleted subscription {args.name} with its deliveries and their attempts",
+    )
 
 
 def _secrets(args: argparse.Namespace) -> None:
-    engine = delivery_engine()
-    subscription = engine.subscriptions.get(args.name)
-    if subscription.secrets is None:
-        raise CommandError(f"subscription {args.name} signs nothing: it has no secret")
-    if args.action == "generate-secondary":
-        subscription = subscription.with_new_secondary()
-    elif args.action == "rotate":
-        subscription = subscription.rotated()
-    else:
-        subscription = subscription.without_secondary()
-    saved = engine.subscriptions.save(subscription)
-    print_json(describe(saved))
-    if args.action == "generate-secondary" and saved.secrets and saved.secrets.secondary:
-        show_once("new secondary secret", saved.secrets.secondary)
+    change = _common.services().subscriptions().change_secrets(args.name, args.action)
+    emit(
+        args,
+        {"subscription": change.view.as_dict()},
+        lambda doc: render_subscription(doc["subscription"]),
+    )
+    if change.secret is not None:
+        label = "new primary secret" if args.action == "regenerate" else "new secondary secret"
+        show_once(label, change.secret)
 
 
 def _enable(args: argparse.Namespace) -> None:
-    engine = delivery_engine()
-    enabled = engine.subscriptions.enable(args.name)
-    resumed = engine.summary(subscription=args.name).pending
-    print_json(describe(enabled))
-    if resumed:
-        print(f"{resumed} kept deliveries resume now", file=sys.stderr)
-        engine.deliver(subscription=args.name)
+    view = _common.services().subscriptions().update(args.name, {"active": True})
+    emit(args, view.as_dict(), render_subscription)
 
 
 def _disable(args: argparse.Namespace) -> None:
-    disabled = delivery_engine().subscriptions.disable(args.name, args.reason)
-    print_json(describe(disabled))
-
-
-def _sample(args: argparse.Namespace, subscription: Subscription) -> EventType:
-    """The catalog event ``test`` sends: the one named, or the first the subscription takes."""
-    catalog = load_catalog()
-    if args.event is None:
-        for event in catalog.events(args.platform):
-            # Patterns only: a test is about the endpoint, whatever chatbot the sample names.
-            if matches(subscription.events, event.name):
-                return event
-        raise CommandError(f"no catalog event matches {list(subscription.events)}; give --event")
-    platforms = (
-        [args.platform]
-        if args.platform
-        else [e.platform for e in catalog.events() if e.name == args.event]
+    view = (
+        _common.services().subscriptions().update(args.name, {"active": False}, reason=args.reason)
     )
-    if not platforms:
-        raise CommandError(f"no platform has an event {args.event!r}")
-    if len(platforms) > 1:
-        raise CommandError(f"{args.event!r} exists on {', '.join(platforms)}: give --platform")
-    return catalog.event(platforms[0], args.event)
+    emit(args, view.as_dict(), render_subscription)
 
 
 def _test(args: argparse.Namespace) -> int:
-    engine = delivery_engine()
-    subscription = engine.subscriptions.get(args.name)
-    event = _sample(args, subscription)
-    attempt = engine.send_test(
-        subscription, event.sample, event=event.name, platform=event.platform
-    )
-    print_json(
-        {
-            "subscription": subscription.name,
-            "platform": event.platform,
-            "event": event.name,
-            "message_id": attempt.message_id,
-            "outcome": attempt.outcome,
-            "status_code": attempt.status_code,
-            "latency_ms": attempt.latency_ms,
-            "error": attempt.error,
-            "response_excerpt": attempt.response_excerpt,
-        }
-    )
-    return 0 if attempt.outcome == "delivered" else 1
+    result = _common.services().subscriptions().test(args.name, args.event, args.platform)
+    emit(args, result, _render_attempt)
+    return 0 if result["outcome"] == "delivered" else 1
+
+
+# --- the parsers ---------------------------------------------------------------------------------
 
 
 def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the subscription's name")
 
 
-def add_commands(commands: Any) -> None:
-    """Add the ``subscriptions`` group to the top-level subcommands."""
-    subs = commands.add_parser(
-        "subscriptions",
-        help="outbound subscriptions: the endpoints events are delivered to",
-        description="Outbound subscriptions: the endpoints events are delivered to, signed.",
-    ).add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="what to do")
+def _add_settings(parser: argparse.ArgumentParser, *, update: bool) -> None:
+    """The options ``create`` and ``update`` share (``update``: none has a default)."""
+    parser.add_argument(
+        "--events",
+        nargs="+",
+        metavar="PATTERN",
+        help="event names delivered, '*' matching any run of characters"
+        + ("" if update else " (default: '*')"),
+    )
+    parser.add_argument(
+        "--allow-unknown-events",
+        action="store_true",
+        help="accept patterns that match no catalog event (events DAGs publish under names "
+        "of their own)",
+    )
+    parser.add_argument(
+        "--method",
+        default=None if update else "POST",
+        choices=METHODS,
+        type=str.upper,
+        help="HTTP method" + ("" if update else " (default: %(default)s)"),
+    )
+    parser.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="'NAME: VALUE'",
+        help="an extra header that is not secret, repeatable (arguments show in ps and "
+        "shell history: use --header-file for tokens)"
+        + ("; the headers given replace all the old ones" if update else ""),
+    )
+    parser.add_argument(
+        "--header-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help=f"file of 'Name: value' lines, for secret headers, repeatable {FILE_HELP}",
+    )
+    template = parser.add_mutually_exclusive_group()
+    template.add_argument(
+        "--template",
+        help="body template: a shipped template's name (.j2) or inline Jinja source"
+        + ("" if update else " (default: the event payload itself)"),
+    )
+    template.add_argument(
+        "--template-file", metavar="FILE", help=f"file holding the body template {FILE_HELP}"
+    )
+    parser.add_argument(
+        "--retry-schedule",
+        metavar="S,S,…",
+        help="the delay in seconds before each attempt, e.g. 0,5,60 "
+        f"(default: {','.join(f'{delay:g}' for delay in DEFAULT_SCHEDULE)})",
+    )
+    if update:
+        template.add_argument(
+            "--no-template", action="store_true", help="send the event payload itself again"
+        )
+        parser.add_argument(
+            "--no-headers", action="store_true", help="send no extra header any more"
+        )
 
+
+def _add_create(subs: Any) -> None:
     create = subs.add_parser(
         "create",
         help="create a subscription",
-        description="Create a subscription. Signed with a generated secret (printed once) "
-        "unless --secret-file or --scheme none. URL, secrets and headers are stored "
-        "encrypted with [core] fernet_key.",
+        description="Create a subscription. Signed with a generated secret (printed once, on "
+        "standard error) unless --secret-file or --scheme none. URL, secrets and headers are "
+        "stored encrypted with [core] fernet_key.",
     )
     create.add_argument(
         "name", help="the subscription's name: 1-100 lower-case letters, digits, '-' or '_'"
@@ -256,12 +397,7 @@ def add_commands(commands: Any) -> None:
         metavar="FILE",
         help=f"file holding the URL, when the URL is itself a credential {FILE_HELP}",
     )
-    create.add_argument(
-        "--events",
-        nargs="+",
-        metavar="PATTERN",
-        help="event names delivered, '*' matching any run of characters (default: '*')",
-    )
+    _add_settings(create, update=False)
     create.add_argument(
         "--chatbot-id",
         action="append",
@@ -293,58 +429,112 @@ def add_commands(commands: Any) -> None:
         help="a signing scheme option, repeatable: e.g. header=X-Signature for hmac",
     )
     create.add_argument(
-        "--method",
-        default="POST",
-        choices=METHODS,
-        type=str.upper,
-        help="HTTP method (default: %(default)s)",
-    )
-    create.add_argument(
         "--timeout",
         type=float,
         metavar="SECONDS",
         help="seconds per attempt (default: [airhook] outbound_timeout_seconds)",
     )
     create.add_argument(
-        "--header",
-        action="append",
-        default=[],
-        metavar="'NAME: VALUE'",
-        help="an extra header that is not secret, repeatable (arguments show in ps and "
-        "shell history: use --header-file for tokens)",
-    )
-    create.add_argument(
-        "--header-file",
-        action="append",
-        default=[],
-        metavar="FILE",
-        help=f"file of 'Name: value' lines, for secret headers, repeatable {FILE_HELP}",
-    )
-    template = create.add_mutually_exclusive_group()
-    template.add_argument(
-        "--template",
-        help="body template: a shipped template's name (.j2) or inline Jinja source "
-        "(default: the event payload itself)",
-    )
-    template.add_argument(
-        "--template-file", metavar="FILE", help=f"file holding the body template {FILE_HELP}"
-    )
-    create.add_argument(
-        "--retry-schedule",
-        metavar="S,S,…",
-        help="the delay in seconds before each attempt, e.g. 0,5,60 "
-        f"(default: {','.join(f'{delay:g}' for delay in DEFAULT_SCHEDULE)})",
-    )
-    create.add_argument(
         "--inactive",
         action="store_true",
         help="create it switched off: matching events are not recorded for it",
     )
+    add_json(create)
     create.set_defaults(func=_create)
 
-    subs.add_parser("list", help="list the subscriptions (no secrets, no URL paths)").set_defaults(
-        func=_list
+
+def _add_update(subs: Any) -> None:
+    update = subs.add_parser(
+        "update",
+        help="change a subscription's settings (its deliveries stay)",
+        description="Change some of a subscription's settings, as the REST API's PATCH does: "
+        "only what is given changes; a list, the URL or the headers given replace the old "
+        "ones whole. The name stays; secrets change with 'subscriptions secrets'. An unsigned "
+        "subscription cannot start signing here (its new secret would have to be shown): "
+        "create it again.",
     )
+    _add_name(update)
+    url = update.add_mutually_exclusive_group()
+    url.add_argument("--url", help="the new endpoint, https:// or http://")
+    url.add_argument(
+        "--url-file",
+        metavar="FILE",
+        help=f"file holding the new URL, when the URL is itself a credential {FILE_HELP}",
+    )
+    _add_settings(update, update=True)
+    bots = update.add_mutually_exclusive_group()
+    bots.add_argument(
+        "--chatbot-id",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="deliver only events of these chatbots, repeatable (replaces the list)",
+    )
+    bots.add_argument(
+        "--any-chatbot", action="store_true", help="deliver events of any chatbot again"
+    )
+    update.add_argument(
+        "--scheme",
+        choices=[*sorted(SCHEMES), "none"],
+        help="another signing scheme with the same secrets ('none': send unsigned, and forget "
+        "the secrets); its options start empty unless --option is given",
+    )
+    options = update.add_mutually_exclusive_group()
+    options.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a signing scheme option, repeatable; the options given replace all the old ones",
+    )
+    options.add_argument("--no-options", action="store_true", help="remove every scheme option")
+    timeout = update.add_mutually_exclusive_group()
+    timeout.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds per attempt")
+    timeout.add_argument(
+        "--default-timeout",
+        action="store_true",
+        help="back to the default, [airhook] outbound_timeout_seconds",
+    )
+    state = update.add_mutually_exclusive_group()
+    state.add_argument(
+        "--active",
+        dest="active",
+        action="store_const",
+        const=True,
+        default=None,
+        help="switch it on (as 'enable': kept deliveries go out now)",
+    )
+    state.add_argument(
+        "--inactive",
+        dest="active",
+        action="store_const",
+        const=False,
+        help="switch it off (as 'disable': matching events are kept as paused)",
+    )
+    update.add_argument(
+        "--reason",
+        default=DISABLED_BY_CLI,
+        help="with --inactive: why, shown by list and show (default: %(default)r)",
+    )
+    add_json(update)
+    update.set_defaults(func=_update)
+
+
+def add_commands(commands: Any) -> None:
+    """Add the ``subscriptions`` group to the top-level subcommands."""
+    subs = commands.add_parser(
+        "subscriptions",
+        help="outbound subscriptions: the endpoints events are delivered to",
+        description="Outbound subscriptions: the endpoints events are delivered to, signed.",
+    ).add_subparsers(dest="cmd", required=True, metavar="COMMAND", help="what to do")
+
+    _add_create(subs)
+    listing_ = subs.add_parser(
+        "list", help="list the subscriptions, newest first (no secrets, no URL paths)"
+    )
+    add_window(listing_)
+    add_json(listing_)
+    listing_.set_defaults(func=_list)
     for name, func, text in (
         ("show", _show, "show one subscription and its delivery counts"),
         ("delete", _delete, "delete a subscription with its deliveries"),
@@ -352,29 +542,36 @@ def add_commands(commands: Any) -> None:
     ):
         command = subs.add_parser(name, help=text)
         _add_name(command)
+        add_json(command)
         command.set_defaults(func=func)
+    _add_update(subs)
     disable = subs.add_parser("disable", help="switch off; matching events are kept as paused")
     _add_name(disable)
     disable.add_argument(
         "--reason",
-        default="disabled with airhook subscriptions disable",
+        default=DISABLED_BY_CLI,
         help="why, shown by list and show (default: %(default)r)",
     )
+    add_json(disable)
     disable.set_defaults(func=_disable)
 
     secrets = subs.add_parser(
         "secrets",
         help="rotate a subscription's signing secrets",
-        description="Rotate a subscription's signing secrets: add a secondary (deliveries are "
-        "signed with both), rotate (the secondary becomes the primary), drop the old one.",
+        description="Act on a subscription's signing secrets: add a secondary (deliveries are "
+        "signed with both), rotate (the secondary becomes the primary), drop the old one, or "
+        "regenerate the primary (the old one stays as the secondary for the changeover). A "
+        "generated secret is printed once, on standard error.",
     )
     _add_name(secrets)
     secrets.add_argument(
         "action",
         choices=SECRET_ACTIONS,
         help="generate-secondary: make one, printed once; rotate: swap primary and secondary; "
-        "drop-secondary: sign with the primary only",
+        "drop-secondary: sign with the primary only; regenerate: a new primary, printed once, "
+        "the old one kept as secondary",
     )
+    add_json(secrets)
     secrets.set_defaults(func=_secrets)
 
     test = subs.add_parser(
@@ -388,4 +585,5 @@ def add_commands(commands: Any) -> None:
     test.add_argument(
         "--platform", help="the event's platform, when several platforms have that event"
     )
+    add_json(test)
     test.set_defaults(func=_test)
