@@ -1398,3 +1398,26 @@ def test_tables_cells_and_page_footers() -> None:
     page = {"items": [1, 2], "total": 5, "limit": 2, "offset": 2}
     assert page_footer(page) == "3-4 of 5 (--offset 4 for the next 2)"
     assert page_footer({"items": [], "total": 0, "limit": 50, "offset": 0}) == "0 of 0"
+
+
+def test_the_commands_reach_the_state_through_the_services_only() -> None:
+    """No command but ``db`` imports the store, the delivery engine or the cipher: they go
+    through :mod:`airhook.manage`, as the REST API does (constants excepted)."""
+    import ast
+
+    folder = Path(cli_package.__file__).parent
+    below = ("airhook.store", "airhook.delivery", "airhook.crypto", "airhook.receiver")
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        if path.name == "db.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(below):
+                found += [
+                    f"{path.name}: {node.module}.{alias.name}"
+                    for alias in node.names
+                    if not alias.name.isupper()
+                ]
+            elif isinstance(node, ast.Import):
+                found += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith(below)]
+    assert not found
