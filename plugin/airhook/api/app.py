@@ -111,19 +111,21 @@ def create_app(
     for module in (overview, sources, subscriptions, events, deliveries):
         api.include_router(module.router)
 
+    built: list[dict[str, Any]] = []
+
     @api.get("/openapi.json", include_in_schema=False)
     def openapi(user: Reader, request: Request) -> Any:
         """The OpenAPI document, for logged-in users; its server is where this app is mounted."""
-        document = dict(
-            get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
+        if not built:  # the routes do not change once the app is built
+            built.append(
+                get_openapi(
+                    title=app.title,
+                    version=app.version,
+                    description=app.description,
+                    routes=app.routes,
+                )
             )
-        )
-        document["servers"] = [{"url": str(request.scope.get("root_path", "")) or "/"}]
-        return document
+        return {**built[0], "servers": [{"url": str(request.scope.get("root_path", "")) or "/"}]}
 
     app.include_router(api)
 
