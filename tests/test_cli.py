@@ -1421,3 +1421,45 @@ def test_the_commands_reach_the_state_through_the_services_only() -> None:
             elif isinstance(node, ast.Import):
                 found += [f"{path.name}: {a.name}" for a in node.names if a.name.startswith(below)]
     assert not found
+
+
+class _Replays:
+    """A delivery service that answers each replay with its ids delivered."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    def replay(self, *, ids: list[str], progress: Any, **kwargs: Any) -> dict[str, Any]:
+        self.calls.append(ids)
+        progress(0, len(ids))
+        progress(len(ids), len(ids))
+        counts = {"pending": 0, "failed": 0, "dead": 0, "paused": 0}
+        return {
+            "replayed": list(ids),
+            "deliveries": len(ids),
+            "delivered": len(ids),
+            **counts,
+            "next_attempt_at": None,
+        }
+
+
+def test_more_ids_than_one_request_takes_go_in_several_with_one_bar_and_one_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import airhook.cli.deliveries as cli_deliveries
+
+    monkeypatch.setattr(cli_deliveries, "MAX_IDS", 2)
+    service = _Replays()
+    stream = _Terminal()
+    args = argparse.Namespace(wait=0.0, batch_size=1)
+    with ProgressBar("replaying", stream, width=5) as bar:
+        answer = cli_deliveries._replay_ids(service, ["m1", "m2", "m3"], args, bar)  # type: ignore[arg-type]
+    assert service.calls == [["m1", "m2"], ["m3"]]
+    assert (answer["replayed"], answer["deliveries"], answer["delivered"]) == (
+        ["m1", "m2", "m3"],
+        3,
+        3,
+    )
+    drawn = stream.getvalue()
+    assert "] 2/3  66%" in drawn
+    assert "] 3/3 100%" in drawn
