@@ -366,7 +366,7 @@ if __name__ == "__main__":
     # The example DAG parses with no subscription in the store to look at.
     bag = DagBag(dag_folder="{example}")
     example = {{"dags": sorted(bag.dags), "errors": dict(bag.import_errors)}}
-    example["tasks"] = sorted(bag.dags["airhook_export_insights"].task_dict)
+    example["tasks"] = sorted(bag.dags["airhook_insight_digest"].task_dict)
     run = dag.test()
     print(json.dumps({{"state": str(run.state), "example": example}}))
 """
@@ -397,7 +397,7 @@ def test_dag_run_publishes_retries_in_the_triggerer_and_reports(tmp_path: Path) 
             textwrap.dedent(_DAG_FILE).format(
                 sample=repr(_sample()),
                 out=out,
-                example=REPO / "dags" / "airhook_export_insights.py",
+                example=REPO / "dags" / "airhook_insight_digest.py",
             )
         )
         extra_env = {
@@ -409,9 +409,9 @@ def test_dag_run_publishes_retries_in_the_triggerer_and_reports(tmp_path: Path) 
         assert json.loads(result.stdout.strip().splitlines()[-1]) == {
             "state": "success",
             "example": {
-                "dags": ["airhook_export_insights"],
+                "dags": ["airhook_insight_digest"],
                 "errors": {},
-                "tasks": ["collect", "export"],
+                "tasks": ["digest", "publish"],
             },
         }
         reported = json.loads(out.read_text())

@@ -58,7 +58,7 @@ def test_each_platform_starts_its_dag_with_the_payload(stack: AirflowStack) -> N
     exported = wait_for(
         lambda: [
             row
-            for row in _ids_in_runs(stack, "airhook_caleida_insights", "export_insights", token)
+            for row in _ids_in_runs(stack, "e2e_caleida_insights", "export_insights", token)
             if row["airhook_event_id"] == ids["caleida"]
         ]
     )
@@ -66,7 +66,7 @@ def test_each_platform_starts_its_dag_with_the_payload(stack: AirflowStack) -> N
     leads = wait_for(
         lambda: [
             row
-            for row in _ids_in_runs(stack, "airhook_rkt_leads", "upsert_leads", token)
+            for row in _ids_in_runs(stack, "e2e_rkt_leads", "upsert_leads", token)
             if row["leadId"] == lead["data"]["leadId"]
         ]
     )
@@ -75,13 +75,13 @@ def test_each_platform_starts_its_dag_with_the_payload(stack: AirflowStack) -> N
     wait_for(
         lambda: (
             f"ticket.created {ticket['data']['ticket_id']}"
-            in _ids_in_runs(stack, "airhook_eev_tickets", "load_ticket_changes", token)
+            in _ids_in_runs(stack, "e2e_eev_tickets", "load_ticket_changes", token)
         )
     )
     wait_for(
         lambda: (
             escalation["data"]["chat_id"]
-            in _ids_in_runs(stack, "airhook_ccai_handoffs", "alert", token)
+            in _ids_in_runs(stack, "e2e_ccai_handoffs", "alert", token)
         )
     )
 
@@ -111,9 +111,7 @@ def test_canonical_kind_runs_one_dag_for_every_platform(stack: AirflowStack) -> 
     wait_for(
         lambda: (
             expected
-            <= set(
-                _ids_in_runs(stack, "airhook_conversation_started", "record_conversation", token)
-            )
+            <= set(_ids_in_runs(stack, "e2e_conversation_started", "record_conversation", token))
         )
     )
 
@@ -204,18 +202,18 @@ def test_duplicate_delivery_runs_nothing_twice(stack: AirflowStack) -> None:
     wait_for(
         lambda: any(
             row["leadId"] == lead["data"]["leadId"]
-            for row in _ids_in_runs(stack, "airhook_rkt_leads", "upsert_leads", token)
+            for row in _ids_in_runs(stack, "e2e_rkt_leads", "upsert_leads", token)
         )
     )
     time.sleep(3)  # room for a second (wrong) run to show up
     runs_with_lead = [
         row
-        for row in _ids_in_runs(stack, "airhook_rkt_leads", "upsert_leads", token)
+        for row in _ids_in_runs(stack, "e2e_rkt_leads", "upsert_leads", token)
         if row["leadId"] == lead["data"]["leadId"]
     ]
     assert len(runs_with_lead) == 1
     mine = [e for e in asset_events(stack, token) if e["extra"].get("airhook_event_id") == event_id]
-    # One event on each asset some DAG listens to: rkt/lead.captured (airhook_rkt_leads).
+    # One event on each asset some DAG listens to: rkt/lead.captured (e2e_rkt_leads).
     assert len(mine) == 1
 
 
@@ -242,10 +240,10 @@ def _task_state(
 def test_sensor_completes_on_the_matching_event(stack: AirflowStack) -> None:
     token = stack.token()
     chat_id = f"cht_{time.time_ns()}"
-    run_id = _trigger(stack, "airhook_wait_for_summary", {"chat_id": chat_id}, token)
+    run_id = _trigger(stack, "e2e_wait_for_summary", {"chat_id": chat_id}, token)
     wait_for(
         lambda: (
-            _task_state(stack, "airhook_wait_for_summary", run_id, "wait_for_summary", token)
+            _task_state(stack, "e2e_wait_for_summary", run_id, "wait_for_summary", token)
             == "deferred"
         )
     )
@@ -254,19 +252,14 @@ def test_sensor_completes_on_the_matching_event(stack: AirflowStack) -> None:
     assert post(stack, "caleida", *senders.caleida(other)).status_code == 202
     time.sleep(3)
     assert (
-        _task_state(stack, "airhook_wait_for_summary", run_id, "wait_for_summary", token)
-        == "deferred"
+        _task_state(stack, "e2e_wait_for_summary", run_id, "wait_for_summary", token) == "deferred"
     )
     mine = unique(sample("caleida", "insight.summary"), "id")
     mine["data"]["chat_id"] = chat_id
     mine["data"]["summary"] = f"summary for {chat_id}"
     assert post(stack, "caleida", *senders.caleida(mine)).status_code == 202
-    wait_for(
-        lambda: _task_state(stack, "airhook_wait_for_summary", run_id, "show", token) == "success"
-    )
-    assert (
-        xcom(stack, "airhook_wait_for_summary", run_id, "show", token) == f"summary for {chat_id}"
-    )
+    wait_for(lambda: _task_state(stack, "e2e_wait_for_summary", run_id, "show", token) == "success")
+    assert xcom(stack, "e2e_wait_for_summary", run_id, "show", token) == f"summary for {chat_id}"
 
 
 def test_sensor_times_out_or_skips_without_a_match(stack: AirflowStack) -> None:

@@ -45,7 +45,7 @@ def cluster(
         stack.start(["api-server", "scheduler", "dag-processor"])
         stack.start_component("api-server", name="api-server-2", port=second)
         stack.wait_healthy(name="api-server-2", port=second)
-        stack.wait_for_dags(["airhook_rkt_leads"])
+        stack.wait_for_dags(["e2e_rkt_leads"])
         yield stack, second, store_url
     except BaseException:
         for name in ("api-server", "api-server-2", "scheduler", "dag-processor"):
