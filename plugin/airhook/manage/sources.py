@@ -70,13 +70,7 @@ class SourceService:
 
     def list(self, *, limit: int = 50, offset: int = 0) -> Page[SourceView]:
         """Every source, newest first, a page at a time."""
-        found = sorted(
-            self._repository.all(),
-            key=lambda s: (s.created_at is not None, s.created_at),
-            reverse=True,
-        )
-        window = found[offset : offset + limit]
-        return Page([self.view(s) for s in window], len(found), limit, offset)
+        return Page.newest_first(self._repository.all(), self.view, limit=limit, offset=offset)
 
     def get_source(self, name: str) -> Source:
         """The stored source called ``name`` (its secrets included: for callers in this layer)."""

@@ -87,13 +87,7 @@ class SubscriptionService:
 
     def list(self, *, limit: int = 50, offset: int = 0) -> Page[SubscriptionView]:
         """Every subscription, newest first, a page at a time."""
-        found = sorted(
-            self._repository.all(),
-            key=lambda s: (s.created_at is not None, s.created_at),
-            reverse=True,
-        )
-        window = found[offset : offset + limit]
-        return Page([self.view(s) for s in window], len(found), limit, offset)
+        return Page.newest_first(self._repository.all(), self.view, limit=limit, offset=offset)
 
     def get_subscription(self, name: str) -> Subscription:
         """The stored subscription called ``name`` (secrets included: for this layer)."""

@@ -13,10 +13,10 @@ Times are ISO 8601 in UTC.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from airhook.core.source import Source
 from airhook.core.subscription import Subscription
@@ -42,6 +42,16 @@ RECEIVER_PATH = "/airhook/webhooks/"
 V = TypeVar("V")
 
 
+class _Dated(Protocol):
+    """A stored model with the time it was created (``None``: stored before it was recorded)."""
+
+    @property
+    def created_at(self) -> datetime | None: ...
+
+
+D = TypeVar("D", bound=_Dated)
+
+
 def iso(moment: datetime | None) -> str | None:
     """A time as ISO 8601 text (``None`` stays ``None``)."""
     return moment.isoformat() if moment is not None else None
@@ -63,6 +73,15 @@ class Page(Generic[V]):
     total: int
     limit: int
     offset: int
+
+    @classmethod
+    def newest_first(
+        cls, models: Iterable[D], view: Callable[[D], V], *, limit: int, offset: int
+    ) -> Page[V]:
+        """The page of ``models`` from ``offset``, newest first (those without a creation time
+        last), each shown by ``view``: the lists of sources and subscriptions, read whole."""
+        found = sorted(models, key=lambda m: (m.created_at is not None, m.created_at), reverse=True)
+        return cls([view(m) for m in found[offset : offset + limit]], len(found), limit, offset)
 
     def as_dict(self) -> dict[str, Any]:
         """``{"items", "total", "limit", "offset"}``."""
