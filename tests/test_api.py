@@ -965,6 +965,51 @@ def test_catalog_lists_platforms_events_groups_and_steps(api: Api) -> None:
     assert "standard" in catalog["schemes"]
 
 
+# --- what a security review found ----------------------------------------------------------------
+
+#: A value that looks like a secret, in bad input.
+SECRETISH = "whsec_" + "S3cr3t" * 8
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        # A field the route does not take (subscriptions take no secret of the caller's).
+        ("POST", "/subscriptions", {"name": "x", "url": "https://e.com/", "secret": SECRETISH}),
+        ("PATCH", "/sources/x", {"secret": SECRETISH}),
+        # A value too long, or of the wrong type: a URL, a header value, a secret.
+        ("POST", "/subscriptions", {"name": "x", "url": "https://e.com/" + SECRETISH * 50}),
+        (
+            "POST",
+            "/subscriptions",
+            {"name": "x", "url": "https://e.com/", "headers": {"X-Token": SECRETISH * 90}},
+        ),
+        ("POST", "/sources", {"name": "x", "profile": "rkt", "secret": SECRETISH * 20}),
+        ("POST", "/sources/x/secrets", {"action": "set-secondary", "secret": [SECRETISH]}),
+        # Not an object at all.
+        ("POST", "/sources", [SECRETISH]),
+    ],
+)
+def test_a_422_names_the_field_without_repeating_its_value(
+    api: Api, method: str, path: str, body: Any
+) -> None:
+    answer = api.call(method, path, json_body=body)
+    assert answer.status_code == 422, answer.text
+    assert "S3cr3t" not in answer.text
+    for error in answer.json()["detail"]:
+        assert set(error) == {"loc", "msg", "type"}
+        assert error["loc"][0] == "body"
+
+
+def test_a_422_for_too_many_ids_is_small(api: Api) -> None:
+    ids = [f"evt_{n:024d}" for n in range(100_000)]
+    for path in ("/events/redispatch", "/deliveries/replay"):
+        answer = api.post(path, {"ids": ids})
+        assert answer.status_code == 422
+        assert len(answer.content) < 1000, len(answer.content)
+        assert field_of(answer) == ["body", "ids"]
+
+
 # --- property-based: no input the OpenAPI document allows makes a 5xx ----------------------------
 
 
