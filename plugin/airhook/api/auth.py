@@ -16,7 +16,8 @@ One module, so the policy can be read (and swapped) in one place:
   from the API server's own origin: ``Sec-Fetch-Site`` is ``same-origin`` or ``none``, or else
   ``Origin`` is the request's own origin (or ``[api] base_url``'s). Otherwise 403 ``cross-site
   request refused``. Every write also takes a JSON body, which a cross-site form cannot send.
-  Bearer clients (the CLI, scripts) are not browsers and are not checked.
+  Bearer clients (the CLI, scripts) are not browsers and are not checked; a bearer header with
+  no token is none (Airflow then takes the cookie), so it is checked.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.core_api.security import get_user
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.security.utils import get_authorization_scheme_param
 
 __all__ = ["CROSS_SITE", "Reader", "Writer", "can_write", "check_same_origin"]
 
@@ -61,12 +63,19 @@ def _origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}".lower() if parts.scheme and parts.netloc else ""
 
 
+def _bearer_token(request: Request) -> bool:
+    """Whether the request carries a bearer token as Airflow's ``get_user`` reads one (through
+    FastAPI's ``HTTPBearer``): a ``Bearer`` header with no token is none, and Airflow then
+    authenticates the request by its cookie."""
+    scheme, token = get_authorization_scheme_param(request.headers.get("authorization"))
+    return scheme.lower() == "bearer" and bool(token)
+
+
 def check_same_origin(request: Request) -> None:
     """Refuse (403) a write the browser made for another site with the user's cookie."""
     if request.method in _SAFE_METHODS:
         return
-    authorization = request.headers.get("authorization", "")
-    if authorization[:7].lower() == "bearer ":
+    if _bearer_token(request):
         return
     fetch_site = request.headers.get("sec-fetch-site")
     if fetch_site is not None:
