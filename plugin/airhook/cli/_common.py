@@ -12,6 +12,7 @@ cannot drift apart.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -26,6 +27,10 @@ if TYPE_CHECKING:
 __all__ = [
     "FILE_HELP",
     "CommandError",
+    "add_active_switch",
+    "add_replacing",
+    "add_scheme_options",
+    "add_secrets_command",
     "iso_time",
     "note",
     "parse_options",
@@ -96,6 +101,77 @@ def iso_time(text: str | None, option: str) -> datetime | None:
 def note(message: str) -> None:
     """A diagnostic on standard error (standard output carries the command's result alone)."""
     print(f"airhook: {message}", file=sys.stderr)
+
+
+# --- arguments sources and subscriptions share -------------------------------------------------
+
+
+def add_replacing(
+    parser: argparse.ArgumentParser,
+    option: str,
+    *,
+    metavar: str,
+    help: str,
+    reset: str,
+    reset_help: str,
+) -> None:
+    """An ``update`` option for a list: ``option``, repeatable, replaces the list whole, or
+    ``reset`` (a flag) empties it; not both."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(option, action="append", default=[], metavar=metavar, help=help)
+    group.add_argument(reset, action="store_true", help=reset_help)
+
+
+def add_scheme_options(parser: argparse.ArgumentParser, *, examples: str | None = None) -> None:
+    """``--option KEY=VALUE``, repeatable (:func:`parse_options` reads them). ``create`` gives
+    ``examples``; ``update`` gives none: the options given replace the old ones, and
+    ``--no-options`` removes them all."""
+    if examples is not None:
+        parser.add_argument(
+            "--option",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help=f"a signing scheme option, repeatable: e.g. {examples}",
+        )
+        return
+    add_replacing(
+        parser,
+        "--option",
+        metavar="KEY=VALUE",
+        help="a signing scheme option, repeatable; the options given replace all the old ones",
+        reset="--no-options",
+        reset_help="remove every scheme option",
+    )
+
+
+def add_active_switch(parser: argparse.ArgumentParser, *, on: str, off: str) -> None:
+    """``update``'s ``--active`` or ``--inactive`` (``args.active``: ``None`` when neither)."""
+    state = parser.add_mutually_exclusive_group()
+    state.add_argument(
+        "--active", dest="active", action="store_const", const=True, default=None, help=on
+    )
+    state.add_argument("--inactive", dest="active", action="store_const", const=False, help=off)
+
+
+def add_secrets_command(
+    commands: Any,
+    what: str,
+    *,
+    description: str,
+    actions: Sequence[str],
+    actions_help: str,
+    func: Callable[[argparse.Namespace], Any],
+) -> argparse.ArgumentParser:
+    """The ``secrets NAME ACTION`` command of sources or subscriptions (``what``); returns its
+    parser, for the options only one of them takes."""
+    secrets = commands.add_parser(
+        "secrets", help=f"rotate a {what}'s signing secrets", description=description
+    )
+    secrets.add_argument("name", help=f"the {what}'s name")
+    secrets.add_argument("action", choices=actions, help=actions_help)
+    secrets.set_defaults(func=func)
+    return secrets
 
 
 # --- the services --------------------------------------------------------------------------------

@@ -15,7 +15,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from airhook.manage.views import SecretChange
 
 __all__ = [
     "MAX_LIMIT",
@@ -26,9 +29,11 @@ __all__ = [
     "cell",
     "details",
     "emit",
+    "emit_secret_change",
     "listing",
     "page_footer",
     "print_json",
+    "secrets_summary",
     "show_once",
     "table",
     "when",
@@ -103,6 +108,18 @@ def show_once(label: str, secret: str) -> None:
     print(f"{label} (shown once, store it now): {secret}", file=sys.stderr)
 
 
+def emit_secret_change(
+    args: argparse.Namespace, key: str, change: SecretChange[Any], render: Callable[[Any], str]
+) -> None:
+    """Print the answer to ``secrets NAME ACTION`` as the REST API's, ``{key: view}``, but for
+    the secret it generated (``regenerate``: a primary, else a secondary): that goes to standard
+    error, once."""
+    emit(args, {key: change.view.as_dict()}, lambda doc: render(doc[key]))
+    if change.secret is not None:
+        label = "new primary secret" if args.action == "regenerate" else "new secondary secret"
+        show_once(label, change.secret)
+
+
 # --- cells, tables, summaries --------------------------------------------------------------------
 
 
@@ -127,6 +144,14 @@ def cell(value: Any) -> str:
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)
+
+
+def secrets_summary(view: Mapping[str, Any], unsigned: str) -> str:
+    """Which signing secrets a source's or subscription's view says it has (``unsigned``: what
+    having no scheme means for it)."""
+    if view["scheme"] is None:
+        return f"none ({unsigned})"
+    return "primary and secondary" if view["has_secondary_secret"] else "primary"
 
 
 def table(rows: Sequence[Sequence[Any]], headers: Sequence[str]) -> str:

@@ -14,13 +14,24 @@ import urllib.request
 from typing import Any
 
 from airhook.cli import _common
-from airhook.cli._common import FILE_HELP, CommandError, parse_options, read_secret
+from airhook.cli._common import (
+    FILE_HELP,
+    CommandError,
+    add_active_switch,
+    add_replacing,
+    add_scheme_options,
+    add_secrets_command,
+    parse_options,
+    read_secret,
+)
 from airhook.cli._output import (
     add_json,
     add_window,
     details,
     emit,
+    emit_secret_change,
     listing,
+    secrets_summary,
     show_once,
     when,
 )
@@ -40,12 +51,6 @@ TEST_TIMEOUT = 30.0
 # --- rendering -----------------------------------------------------------------------------------
 
 
-def _secrets_of(view: dict[str, Any]) -> str:
-    if view["scheme"] is None:
-        return "none (checks no signature)"
-    return "primary and secondary" if view["has_secondary_secret"] else "primary"
-
-
 def render_source(view: dict[str, Any]) -> str:
     """One source as ``label: value`` lines."""
     received = str(view["events_received"])
@@ -58,7 +63,7 @@ def render_source(view: dict[str, Any]) -> str:
             ("profile", view["profile"]),
             ("scheme", view["scheme"] or "none"),
             ("scheme options", view["scheme_options"]),
-            ("secrets", _secrets_of(view)),
+            ("secrets", secrets_summary(view, "checks no signature")),
             ("bearer tokens", view["bearer_tokens"]),
             ("basic users", view["basic_users"]),
             ("events", view["events"]),
@@ -203,10 +208,7 @@ def _secrets(args: argparse.Namespace) -> None:
         raise CommandError(f"--secret-file goes with set-secondary, not {args.action}")
     secret = read_secret(args.secret_file or "-") if args.action == "set-secondary" else None
     change = _common.services().sources().change_secrets(args.name, args.action, secret=secret)
-    emit(args, {"source": change.view.as_dict()}, lambda doc: render_source(doc["source"]))
-    if change.secret is not None:
-        label = "new primary secret" if args.action == "regenerate" else "new secondary secret"
-        show_once(label, change.secret)
+    emit_secret_change(args, "source", change, render_source)
 
 
 def _active(args: argparse.Namespace) -> None:
@@ -319,13 +321,10 @@ def _add_create(sources: Any) -> None:
         metavar="FILE",
         help=f"file holding a secondary secret, also accepted {FILE_HELP}",
     )
-    create.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a signing scheme option, repeatable: e.g. header=X-Hub-Signature-256, "
-        "prefix=sha256=, or event_field=action for the hmac profile",
+    add_scheme_options(
+        create,
+        examples="header=X-Hub-Signature-256, prefix=sha256=, or event_field=action for the "
+        "hmac profile",
     )
     create.add_argument(
         "--bearer-token-file",
@@ -392,27 +391,21 @@ def _add_update(sources: Any) -> None:
         metavar="PATTERN",
         help="the accepted event names, '*' matching any run of characters",
     )
-    ips = update.add_mutually_exclusive_group()
-    ips.add_argument(
+    add_replacing(
+        update,
         "--allow-ip",
-        action="append",
-        default=[],
         metavar="CIDR",
         help="accept deliveries only from these networks, repeatable (replaces the list)",
+        reset="--any-ip",
+        reset_help="accept deliveries from any address again",
     )
-    ips.add_argument(
-        "--any-ip", action="store_true", help="accept deliveries from any address again"
-    )
-    bots = update.add_mutually_exclusive_group()
-    bots.add_argument(
+    add_replacing(
+        update,
         "--chatbot-id",
-        action="append",
-        default=[],
         metavar="ID",
         help="accept only events of these chatbots, repeatable (replaces the list)",
-    )
-    bots.add_argument(
-        "--any-chatbot", action="store_true", help="accept events of any chatbot again"
+        reset="--any-chatbot",
+        reset_help="accept events of any chatbot again",
     )
     size = update.add_mutually_exclusive_group()
     size.add_argument("--max-body-bytes", type=int, metavar="BYTES", help="largest body accepted")
@@ -421,51 +414,27 @@ def _add_update(sources: Any) -> None:
         action="store_true",
         help="back to the default limit, [airhook] max_body_bytes",
     )
-    state = update.add_mutually_exclusive_group()
-    state.add_argument(
-        "--active",
-        dest="active",
-        action="store_const",
-        const=True,
-        default=None,
-        help="switch it on",
+    add_active_switch(
+        update, on="switch it on", off="switch it off: deliveries are refused with 403"
     )
-    state.add_argument(
-        "--inactive",
-        dest="active",
-        action="store_const",
-        const=False,
-        help="switch it off: deliveries are refused with 403",
-    )
-    options = update.add_mutually_exclusive_group()
-    options.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a signing scheme option, repeatable; the options given replace all the old ones",
-    )
-    options.add_argument("--no-options", action="store_true", help="remove every scheme option")
+    add_scheme_options(update)
     add_json(update)
     update.set_defaults(func=_update)
 
 
 def _add_secrets(sources: Any) -> None:
-    secrets = sources.add_parser(
-        "secrets",
-        help="rotate a source's signing secrets",
+    secrets = add_secrets_command(
+        sources,
+        "source",
         description="Act on a source's signing secrets: add a secondary (both are accepted), "
         "rotate (the secondary becomes the primary), drop the old one, or regenerate the "
         "primary (the old one stays as the secondary for the changeover). A generated secret "
         "is printed once, on standard error.",
-    )
-    _add_name(secrets)
-    secrets.add_argument(
-        "action",
-        choices=SECRET_ACTIONS,
-        help="generate-secondary: make one, printed once; rotate: swap primary and secondary; "
-        "drop-secondary: keep the primary only; regenerate: a new primary, printed once, the "
-        "old one kept as secondary; set-secondary: read the platform's new one",
+        actions=SECRET_ACTIONS,
+        actions_help="generate-secondary: make one, printed once; rotate: swap primary and "
+        "secondary; drop-secondary: keep the primary only; regenerate: a new primary, printed "
+        "once, the old one kept as secondary; set-secondary: read the platform's new one",
+        func=_secrets,
     )
     secrets.add_argument(
         "--secret-file",
@@ -473,7 +442,6 @@ def _add_secrets(sources: Any) -> None:
         help=f"with set-secondary: file holding the new secondary {FILE_HELP}, the default",
     )
     add_json(secrets)
-    secrets.set_defaults(func=_secrets)
 
 
 def _add_test(sources: Any) -> None:

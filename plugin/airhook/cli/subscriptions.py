@@ -14,11 +14,25 @@ from airhook.cli import _common
 from airhook.cli._common import (
     FILE_HELP,
     CommandError,
+    add_active_switch,
+    add_replacing,
+    add_scheme_options,
+    add_secrets_command,
     parse_options,
     read_secret,
     read_text,
 )
-from airhook.cli._output import add_json, add_window, details, emit, listing, show_once, when
+from airhook.cli._output import (
+    add_json,
+    add_window,
+    details,
+    emit,
+    emit_secret_change,
+    listing,
+    secrets_summary,
+    show_once,
+    when,
+)
 from airhook.core.delivery_rules import DEFAULT_SCHEDULE
 from airhook.core.signing import SCHEMES
 from airhook.core.subscription import METHODS
@@ -42,12 +56,6 @@ def _template(text: str | None) -> str | None:
     return f"<inline, {len(text)} characters>"
 
 
-def _secrets_of(view: dict[str, Any]) -> str:
-    if view["scheme"] is None:
-        return "none (sends unsigned)"
-    return "primary and secondary" if view["has_secondary_secret"] else "primary"
-
-
 def render_subscription(view: dict[str, Any]) -> str:
     """One subscription as ``label: value`` lines."""
     state = view["state"]
@@ -62,7 +70,7 @@ def render_subscription(view: dict[str, Any]) -> str:
             ("chatbot ids", view["chatbot_ids"] or "any"),
             ("scheme", view["scheme"] or "none"),
             ("scheme options", view["scheme_options"]),
-            ("secrets", _secrets_of(view)),
+            ("secrets", secrets_summary(view, "sends unsigned")),
             ("method", view["method"]),
             ("timeout", view["timeout"] or "default ([airhook] outbound_timeout_seconds)"),
             ("headers", view["header_names"]),
@@ -282,14 +290,7 @@ def _delete(args: argparse.Namespace) -> None:
 
 def _secrets(args: argparse.Namespace) -> None:
     change = _common.services().subscriptions().change_secrets(args.name, args.action)
-    emit(
-        args,
-        {"subscription": change.view.as_dict()},
-        lambda doc: render_subscription(doc["subscription"]),
-    )
-    if change.secret is not None:
-        label = "new primary secret" if args.action == "regenerate" else "new secondary secret"
-        show_once(label, change.secret)
+    emit_secret_change(args, "subscription", change, render_subscription)
 
 
 def _enable(args: argparse.Namespace) -> None:
@@ -421,13 +422,7 @@ def _add_create(subs: Any) -> None:
         metavar="FILE",
         help=f"file holding a secondary secret, signed with too {FILE_HELP}",
     )
-    create.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a signing scheme option, repeatable: e.g. header=X-Signature for hmac",
-    )
+    add_scheme_options(create, examples="header=X-Signature for hmac")
     create.add_argument(
         "--timeout",
         type=float,
@@ -462,16 +457,13 @@ def _add_update(subs: Any) -> None:
         help=f"file holding the new URL, when the URL is itself a credential {FILE_HELP}",
     )
     _add_settings(update, update=True)
-    bots = update.add_mutually_exclusive_group()
-    bots.add_argument(
+    add_replacing(
+        update,
         "--chatbot-id",
-        action="append",
-        default=[],
         metavar="ID",
         help="deliver only events of these chatbots, repeatable (replaces the list)",
-    )
-    bots.add_argument(
-        "--any-chatbot", action="store_true", help="deliver events of any chatbot again"
+        reset="--any-chatbot",
+        reset_help="deliver events of any chatbot again",
     )
     update.add_argument(
         "--scheme",
@@ -479,15 +471,7 @@ def _add_update(subs: Any) -> None:
         help="another signing scheme with the same secrets ('none': send unsigned, and forget "
         "the secrets); its options start empty unless --option is given",
     )
-    options = update.add_mutually_exclusive_group()
-    options.add_argument(
-        "--option",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a signing scheme option, repeatable; the options given replace all the old ones",
-    )
-    options.add_argument("--no-options", action="store_true", help="remove every scheme option")
+    add_scheme_options(update)
     timeout = update.add_mutually_exclusive_group()
     timeout.add_argument("--timeout", type=float, metavar="SECONDS", help="seconds per attempt")
     timeout.add_argument(
@@ -495,21 +479,10 @@ def _add_update(subs: Any) -> None:
         action="store_true",
         help="back to the default, [airhook] outbound_timeout_seconds",
     )
-    state = update.add_mutually_exclusive_group()
-    state.add_argument(
-        "--active",
-        dest="active",
-        action="store_const",
-        const=True,
-        default=None,
-        help="switch it on (as 'enable': kept deliveries go out now)",
-    )
-    state.add_argument(
-        "--inactive",
-        dest="active",
-        action="store_const",
-        const=False,
-        help="switch it off (as 'disable': matching events are kept as paused)",
+    add_active_switch(
+        update,
+        on="switch it on (as 'enable': kept deliveries go out now)",
+        off="switch it off (as 'disable': matching events are kept as paused)",
     )
     update.add_argument(
         "--reason",
@@ -555,24 +528,20 @@ def add_commands(commands: Any) -> None:
     add_json(disable)
     disable.set_defaults(func=_disable)
 
-    secrets = subs.add_parser(
-        "secrets",
-        help="rotate a subscription's signing secrets",
+    secrets = add_secrets_command(
+        subs,
+        "subscription",
         description="Act on a subscription's signing secrets: add a secondary (deliveries are "
         "signed with both), rotate (the secondary becomes the primary), drop the old one, or "
         "regenerate the primary (the old one stays as the secondary for the changeover). A "
         "generated secret is printed once, on standard error.",
-    )
-    _add_name(secrets)
-    secrets.add_argument(
-        "action",
-        choices=SECRET_ACTIONS,
-        help="generate-secondary: make one, printed once; rotate: swap primary and secondary; "
-        "drop-secondary: sign with the primary only; regenerate: a new primary, printed once, "
-        "the old one kept as secondary",
+        actions=SECRET_ACTIONS,
+        actions_help="generate-secondary: make one, printed once; rotate: swap primary and "
+        "secondary; drop-secondary: sign with the primary only; regenerate: a new primary, "
+        "printed once, the old one kept as secondary",
+        func=_secrets,
     )
     add_json(secrets)
-    secrets.set_defaults(func=_secrets)
 
     test = subs.add_parser(
         "test",
