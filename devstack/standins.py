@@ -38,6 +38,7 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 __all__ = [
     "Call",
@@ -347,7 +348,7 @@ def _crm_responder(contacts: Contacts) -> Responder:
             properties = body.get("properties") if isinstance(body, dict) else None
             if not isinstance(properties, dict):
                 raise Rejected(400, "an update needs properties")
-            contact = contacts.update(match.group(1), properties)
+            contact = contacts.update(unquote(match.group(1)), properties)
             if contact is None:
                 raise Rejected(404, "no such contact")
             return 200, {**contact, "updatedAt": now}
