@@ -1019,6 +1019,17 @@ def test_an_empty_bearer_header_does_not_skip_the_cross_site_check(
     assert api.get(f"/sources/{name}").status_code == 404
 
 
+@pytest.mark.parametrize("kind", ["sources", "subscriptions"])
+def test_a_pattern_of_many_stars_is_refused_at_once(api: Api, kind: str) -> None:
+    # Checked against every catalog event name: a backtracking match took minutes.
+    body = {"name": unique("stars"), "events": ["*" * 150 + "Z"]}
+    body.update({"profile": "rkt"} if kind == "sources" else {"url": "https://example.com/"})
+    started = time.monotonic()
+    answer = api.post(f"/{kind}", body)
+    assert field_of(answer) == ["body", "events"]
+    assert time.monotonic() - started < 5
+
+
 def test_a_422_for_too_many_ids_is_small(api: Api) -> None:
     ids = [f"evt_{n:024d}" for n in range(100_000)]
     for path in ("/events/redispatch", "/deliveries/replay"):

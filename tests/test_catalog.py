@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import copy
 import json
+import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from airhook.core.catalog import CANONICAL_KINDS, EventPattern, load_catalog, matches
 from airhook.core.errors import PayloadValidationError, UnknownEventError, UnknownPlatformError
@@ -356,6 +360,32 @@ def test_invalid_patterns_are_refused(pattern: str) -> None:
 
 def test_regex_characters_in_patterns_are_literal() -> None:
     assert not matches("insight.summary", "insightXsummary")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "name"),
+    [
+        ("*" * 12 + "Z", "conversation.transferred"),  # a run of stars
+        ("*" * 199 + "Z", "x" * 1000),
+        ("*a" * 8 + "*Z", "a" * 200),  # stars between letters the name is full of
+        ("a*" * 99 + "Z", "a" * 1000),
+    ],
+)
+def test_a_pattern_that_does_not_match_says_so_at_once(pattern: str, name: str) -> None:
+    # Any op can save such a pattern (the API checks it against the catalog's names, and the
+    # receiver and the fan-out match each event's name against it): no backtracking blow-up.
+    started = time.perf_counter()
+    assert not EventPattern(pattern).matches(name)
+    assert time.perf_counter() - started < 0.1
+
+
+@given(
+    pattern=st.text(alphabet="ab.*", min_size=1, max_size=12),
+    name=st.text(alphabet="ab.", max_size=12),
+)
+def test_patterns_match_as_stars_for_any_run(pattern: str, name: str) -> None:
+    reference = re.fullmatch(".*".join(re.escape(part) for part in pattern.split("*")), name)
+    assert EventPattern(pattern).matches(name) is (reference is not None)
 
 
 def test_events_filtered_by_pattern() -> None:

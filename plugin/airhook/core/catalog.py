@@ -87,9 +87,16 @@ _PATTERN_RE = re.compile(r"[A-Za-z0-9_.*\-]{1,200}")
 
 
 class EventPattern:
-    """An event-name pattern where ``*`` matches any run of characters (dots included)."""
+    """An event-name pattern where ``*`` matches any run of characters (dots included).
 
-    __slots__ = ("_regex", "text")
+    Matched without a regular expression: ``.*`` runs one after another (``**``) or between
+    letters a name repeats (``*a*a*a*Z`` against ``aaaa…``) make a backtracking engine try
+    every split of the name, which for a 20-character pattern outlasts any request. Only ``*``
+    is special, so the text before the first star must begin the name, the text after the last
+    must end it, and each piece in between is found leftmost, in order: linear in the name.
+    """
+
+    __slots__ = ("_first", "_last", "_middle", "text")
 
     def __init__(self, text: str) -> None:
         if not _PATTERN_RE.fullmatch(text):
@@ -97,11 +104,28 @@ class EventPattern:
                 f"event pattern {text!r} may use letters, digits, '_', '-', '.' and '*' only"
             )
         self.text = text
-        self._regex = re.compile(".*".join(re.escape(part) for part in text.split("*")))
+        parts = text.split("*")
+        self._first = parts[0]
+        # None: no star, the name is the text itself.
+        self._last: str | None = parts[-1] if len(parts) > 1 else None
+        self._middle = tuple(part for part in parts[1:-1] if part)
 
     def matches(self, name: str) -> bool:
         """Return whether the event ``name`` matches this pattern."""
-        return self._regex.fullmatch(name) is not None
+        if self._last is None:
+            return name == self.text
+        end = len(name) - len(self._last)
+        if end < len(self._first) or not name.startswith(self._first):
+            return False
+        if not name.endswith(self._last):
+            return False
+        at = len(self._first)
+        for part in self._middle:
+            found = name.find(part, at, end)
+            if found < 0:
+                return False
+            at = found + len(part)
+        return True
 
     def __repr__(self) -> str:
         return f"EventPattern({self.text!r})"
