@@ -17,7 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from airhook.core.errors import AirhookError
 
@@ -27,16 +27,19 @@ if TYPE_CHECKING:
 __all__ = [
     "FILE_HELP",
     "CommandError",
+    "TimeWindow",
     "add_active_switch",
     "add_replacing",
     "add_scheme_options",
     "add_secrets_command",
+    "add_since_until",
     "iso_time",
     "note",
     "parse_options",
     "read_secret",
     "read_text",
     "services",
+    "since_until",
 ]
 
 #: How every ``--…-file`` option reads: said once, appended to their help.
@@ -96,6 +99,18 @@ def iso_time(text: str | None, option: str) -> datetime | None:
     except ValueError:
         raise CommandError(f"{option} takes an ISO 8601 time, not {text!r}") from None
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+class TimeWindow(TypedDict):
+    """``since`` and ``until``, as the services' lists and replays take them."""
+
+    since: datetime | None
+    until: datetime | None
+
+
+def since_until(args: argparse.Namespace) -> TimeWindow:
+    """``--since`` and ``--until`` (:func:`add_since_until`) as the services take them."""
+    return {"since": iso_time(args.since, "--since"), "until": iso_time(args.until, "--until")}
 
 
 def note(message: str) -> None:
@@ -172,6 +187,20 @@ def add_secrets_command(
     secrets.add_argument("action", choices=actions, help=actions_help)
     secrets.set_defaults(func=func)
     return secrets
+
+
+def add_since_until(parser: argparse.ArgumentParser, what: str, *, condition: str = "") -> None:
+    """``--since`` and ``--until``: when the items were ``what`` (``received``, ``created``);
+    ``condition`` (e.g. ``with --subscription, ``) leads their help. Read by
+    :func:`since_until`."""
+    parser.add_argument(
+        "--since",
+        metavar="TIME",
+        help=f"{condition}ISO 8601: {what} at or after (UTC without a zone)",
+    )
+    parser.add_argument(
+        "--until", metavar="TIME", help=f"{condition}ISO 8601: {what} before (UTC without a zone)"
+    )
 
 
 # --- the services --------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -27,6 +27,7 @@ __all__ = [
     "add_window",
     "bounded",
     "cell",
+    "chunks",
     "details",
     "emit",
     "emit_secret_change",
@@ -192,6 +193,19 @@ def listing(page: Mapping[str, Any], rows: Sequence[Sequence[Any]], headers: Seq
 
 
 # --- the progress bar ----------------------------------------------------------------------------
+
+
+def chunks(
+    ids: Sequence[str], size: int, bar: Callable[[int, int], None]
+) -> Iterator[tuple[list[str], Callable[[int, int], None]]]:
+    """``ids`` ``size`` at a time (the most one call to a service takes, as the REST API does),
+    each with the progress callback to hand that call: it moves ``bar`` over all the ids."""
+    for start in range(0, len(ids), size):
+
+        def told(done: int, _total: int, start: int = start) -> None:
+            bar(start + done, len(ids))
+
+        yield list(ids[start : start + size]), told
 
 
 class ProgressBar:

@@ -10,12 +10,13 @@ import argparse
 from typing import TYPE_CHECKING, Any
 
 from airhook.cli import _common
-from airhook.cli._common import CommandError, iso_time
+from airhook.cli._common import CommandError, add_since_until, since_until
 from airhook.cli._output import (
     ProgressBar,
     add_json,
     add_window,
     bounded,
+    chunks,
     details,
     emit,
     listing,
@@ -75,8 +76,7 @@ def _list(args: argparse.Namespace) -> None:
         .list(
             subscription=args.subscription,
             statuses=args.status or None,
-            since=iso_time(args.since, "--since"),
-            until=iso_time(args.until, "--until"),
+            **since_until(args),
             limit=args.limit,
             offset=args.offset,
         )
@@ -132,14 +132,13 @@ def _replay(args: argparse.Namespace) -> None:
         raise CommandError(
             "--since, --until, --dead and --include-delivered go with --subscription, not ids"
         )
-    since, until = iso_time(args.since, "--since"), iso_time(args.until, "--until")
+    window = since_until(args)
     deliveries = _common.services().deliveries()
     with ProgressBar("replaying") as bar:
         if args.subscription is not None:
             answer = deliveries.replay(
                 subscription=args.subscription,
-                since=since,
-                until=until,
+                **window,
                 dead_only=args.dead,
                 include_delivered=args.include_delivered,
                 wait=args.wait,
@@ -161,15 +160,9 @@ def _replay_ids(
     """Replay ``ids``, at most :data:`MAX_IDS` per call to the service (as many as the REST API
     takes at once), the progress bar spanning them all; the answers' counts are added up."""
     total: dict[str, Any] = {"replayed": []}
-    for start in range(0, len(ids), MAX_IDS):
-
-        def told(done: int, _total: int, start: int = start) -> None:
-            bar(start + done, len(ids))
-
-        answer = deliveries.replay(
-            ids=ids[start : start + MAX_IDS], wait=args.wait, progress=told, batch=args.batch_size
-        )
-        if start == 0:
+    for number, (chunk, told) in enumerate(chunks(ids, MAX_IDS, bar)):
+        answer = deliveries.replay(ids=chunk, wait=args.wait, progress=told, batch=args.batch_size)
+        if number == 0:
             total = answer
             continue
         total["replayed"] += answer["replayed"]
@@ -210,12 +203,7 @@ def add_commands(commands: Any) -> None:
         choices=STATUSES,
         help="only deliveries in this status, repeatable (default: any)",
     )
-    listing_.add_argument(
-        "--since", metavar="TIME", help="ISO 8601: created at or after (UTC without a zone)"
-    )
-    listing_.add_argument(
-        "--until", metavar="TIME", help="ISO 8601: created before (UTC without a zone)"
-    )
+    add_since_until(listing_, "created")
     add_window(listing_)
     add_json(listing_)
     listing_.set_defaults(func=_list)
@@ -236,12 +224,7 @@ def add_commands(commands: Any) -> None:
     )
     replay.add_argument("ids", nargs="*", metavar="ID", help="the deliveries' message ids (msg_…)")
     replay.add_argument("--subscription", help="a subscription's undelivered deliveries")
-    replay.add_argument(
-        "--since", metavar="TIME", help="with --subscription, ISO 8601: created at or after"
-    )
-    replay.add_argument(
-        "--until", metavar="TIME", help="with --subscription, ISO 8601: created before"
-    )
+    add_since_until(replay, "created", condition="with --subscription, ")
     which = replay.add_mutually_exclusive_group()
     which.add_argument(
         "--dead", action="store_true", help="with --subscription: its dead letters only"

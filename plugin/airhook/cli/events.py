@@ -12,12 +12,13 @@ import json
 from typing import Any
 
 from airhook.cli import _common
-from airhook.cli._common import CommandError, iso_time
+from airhook.cli._common import CommandError, add_since_until, since_until
 from airhook.cli._output import (
     ProgressBar,
     add_json,
     add_window,
     bounded,
+    chunks,
     details,
     emit,
     listing,
@@ -39,8 +40,7 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
         "source": args.source,
         "event": args.event,
         "kind": args.kind,
-        "since": iso_time(args.since, "--since"),
-        "until": iso_time(args.until, "--until"),
+        **since_until(args),
     }
 
 
@@ -142,13 +142,7 @@ def _redispatch(args: argparse.Namespace) -> None:
     events = _common.services().events()
     count = 0
     with ProgressBar("re-dispatching") as bar:
-        # The service takes at most MAX_IDS per call (as the REST API does); the bar spans all.
-        for start in range(0, len(ids), MAX_IDS):
-
-            def told(done: int, _total: int, start: int = start) -> None:
-                bar(start + done, len(ids))
-
-            chunk = ids[start : start + MAX_IDS]
+        for chunk, told in chunks(ids, MAX_IDS, bar):
             count += events.redispatch(chunk, progress=told, batch=args.batch_size)["redispatched"]
     emit(
         args,
@@ -173,12 +167,7 @@ def _add_filters(parser: argparse.ArgumentParser, verb: str) -> None:
     parser.add_argument(
         "--kind", help=f"{verb} only events of this canonical kind (e.g. lead.created)"
     )
-    parser.add_argument(
-        "--since", metavar="TIME", help="ISO 8601: received at or after (UTC without a zone)"
-    )
-    parser.add_argument(
-        "--until", metavar="TIME", help="ISO 8601: received before (UTC without a zone)"
-    )
+    add_since_until(parser, "received")
 
 
 def add_commands(commands: Any) -> None:
