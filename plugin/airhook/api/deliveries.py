@@ -6,14 +6,13 @@ Thin: each route checks who asks (``auth``), hands its input to
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from airhook.api.auth import Reader, Writer
 from airhook.api.models import Replay
-from airhook.api.params import ServicesDep, WindowDep
+from airhook.api.params import CreatedDep, ServicesDep, WindowDep
 from airhook.store.outbox import STATUSES
 
 __all__ = ["router"]
@@ -25,20 +24,19 @@ router = APIRouter(prefix="/deliveries", tags=["deliveries"])
 def list_deliveries(
     user: Reader,
     services: ServicesDep,
+    period: CreatedDep,
     window: WindowDep,
     subscription: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
     status: Annotated[
         list[str] | None, Query(description=f"repeatable; one of {', '.join(STATUSES)}")
     ] = None,
-    since: Annotated[datetime | None, Query(description="created at or after")] = None,
-    until: Annotated[datetime | None, Query(description="created before")] = None,
 ) -> Any:
     """Deliveries, newest first."""
     page = services.deliveries().list(
         subscription=subscription,
         statuses=status,
-        since=since,
-        until=until,
+        since=period.since,
+        until=period.until,
         limit=window.limit,
         offset=window.offset,
     )

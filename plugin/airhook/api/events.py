@@ -6,14 +6,13 @@ Thin: each route checks who asks (``auth``), hands its input to
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 
 from airhook.api.auth import Reader, Writer
 from airhook.api.models import Redispatch
-from airhook.api.params import ServicesDep, WindowDep
+from airhook.api.params import ReceivedDep, ServicesDep, WindowDep
 
 __all__ = ["router"]
 
@@ -26,6 +25,7 @@ Text = Annotated[str | None, Query(min_length=1, max_length=200)]
 def list_events(
     user: Reader,
     services: ServicesDep,
+    period: ReceivedDep,
     window: WindowDep,
     source: Text = None,
     event: Annotated[
@@ -33,8 +33,6 @@ def list_events(
         Query(min_length=1, max_length=200, description="* matches any run of characters"),
     ] = None,
     kind: Text = None,
-    since: Annotated[datetime | None, Query(description="received at or after")] = None,
-    until: Annotated[datetime | None, Query(description="received before")] = None,
     dispatched: Annotated[
         bool | None, Query(description="sent to their assets, or not yet")
     ] = None,
@@ -44,8 +42,8 @@ def list_events(
         source=source,
         event=event,
         kind=kind,
-        since=since,
-        until=until,
+        since=period.since,
+        until=period.until,
         dispatched=dispatched,
         limit=window.limit,
         offset=window.offset,

@@ -1,17 +1,19 @@
-"""What every route may ask for besides its body: the services, a page window, times, the
-receiver's base URL.
+"""What every route may ask for besides its body: the services, a page window, a time window,
+the receiver's base URL.
 
 The services are built once per app, on first use (:class:`ServicesHolder`), not at import: the
 API server imports the plugin before its configuration is complete, and a missing Fernet key
 must answer 503 on the routes that need it, not keep the API server from starting.
 """
 
-from __future__ import annotations
+# No ``from __future__ import annotations``: the parameters of :func:`_period`'s dependency are
+# annotated with values of its closure, which FastAPI could not find by evaluating a string.
 
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import Depends, Query, Request
 
@@ -20,6 +22,9 @@ from airhook.manage.container import Services
 __all__ = [
     "MAX_LIMIT",
     "MAX_OFFSET",
+    "CreatedDep",
+    "Period",
+    "ReceivedDep",
     "ServicesDep",
     "ServicesHolder",
     "Window",
@@ -74,6 +79,32 @@ def _window(
 
 
 WindowDep = Annotated[Window, Depends(_window)]
+
+
+@dataclass(frozen=True)
+class Period:
+    """Which times of a list: ``since`` (inclusive) to ``until`` (exclusive), either open."""
+
+    since: datetime | None
+    until: datetime | None
+
+
+def _period(what: str) -> Any:
+    """``since`` and ``until`` query parameters, described as when the items were ``what``."""
+
+    def period(
+        since: Annotated[datetime | None, Query(description=f"{what} at or after")] = None,
+        until: Annotated[datetime | None, Query(description=f"{what} before")] = None,
+    ) -> Period:
+        return Period(since, until)
+
+    return Depends(period)
+
+
+#: The times events were received in.
+ReceivedDep = Annotated[Period, _period("received")]
+#: The times deliveries were created in.
+CreatedDep = Annotated[Period, _period("created")]
 
 
 def base_url(request: Request, services: Services) -> str:
