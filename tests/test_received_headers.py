@@ -36,3 +36,20 @@ def test_values_are_cut_and_the_count_bounded() -> None:
     kept = kept_headers(many)
     assert len(kept) == MAX_HEADERS
     assert {len(v) for v in kept.values()} == {MAX_VALUE_CHARS}
+
+
+def test_identity_tokens_a_proxy_adds_and_signatures_by_other_names_are_dropped() -> None:
+    # A receiver behind Cloudflare Access, Google IAP or an AWS ALB gets the caller's signed
+    # identity token from the proxy: a credential for every app behind the same proxy.
+    sent = [
+        ("X-Request-Id", "req_1"),
+        ("Cf-Access-Jwt-Assertion", "eyJhbGciOiJSUzI1NiJ9.cf.sig"),
+        ("X-Goog-Iap-Jwt-Assertion", "eyJhbGciOiJFUzI1NiJ9.iap.sig"),
+        ("X-Amzn-Oidc-Data", "eyJ0eXAiOiJKV1QifQ.alb.sig"),
+        ("DPoP", "eyJ0eXAiOiJkcG9wK2p3dCJ9.proof.sig"),
+        ("X-Shopify-Hmac-Sha256", "bXkgc2lnbmF0dXJl"),
+        ("X-Webhook-Sig", "sha256=abc"),
+        ("X-Client-Credentials", "id:secret"),
+        ("X-Passcode", "1234"),
+    ]
+    assert kept_headers(sent) == {"x-request-id": "req_1"}
