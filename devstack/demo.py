@@ -306,6 +306,18 @@ def wait_for_runs(
         time.sleep(2)
 
 
+def wait_for_insights(stack: AirflowStack, rows: int, token: str, *, timeout: float) -> None:
+    """Wait until the export's runs have finished and the table holds ``rows`` rows (the digest
+    starts then, while the other pipelines may still run)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = stack.dag_runs(INSIGHT_DAG, token=token)
+        finished = bool(runs) and all(run["state"] in FINISHED for run in runs)
+        if finished and analytics_rows(stack.home)[0] >= rows:
+            return
+        time.sleep(1)
+
+
 def trigger(stack: AirflowStack, dag_id: str, token: str) -> str:
     """Start a DAG run by hand through the REST API; return its run id."""
     dag_run = stack.api(
@@ -595,11 +607,15 @@ def run(home: Path, dags: Path, port: int, *, keep_running: bool) -> int:
             if any(s.assets & assets for s in accepted)
         }
         clock(f"waiting for the DAG runs they start ({', '.join(sorted(expected))}) ...")
-        wait_for_runs(stack, expected, token, timeout=240)
-        clock(f"starting {DIGEST_DAG} by hand (POST /api/v2/dags/{DIGEST_DAG}/dagRuns) ...")
+        insights = sum(bool(s.assets & scheduled_on.get(INSIGHT_DAG, set())) for s in accepted)
+        wait_for_insights(stack, insights, token, timeout=240)
+        clock(
+            f"{insights} insights in the table; starting {DIGEST_DAG} by hand"
+            f" (POST /api/v2/dags/{DIGEST_DAG}/dagRuns) ..."
+        )
         digest_run = trigger(stack, DIGEST_DAG, token)
-        wait_for_run(stack, DIGEST_DAG, digest_run, token, timeout=120)
-        runs = wait_for_runs(stack, expected | {DIGEST_DAG}, token, timeout=60)
+        wait_for_run(stack, DIGEST_DAG, digest_run, token, timeout=240)
+        runs = wait_for_runs(stack, expected | {DIGEST_DAG}, token, timeout=240)
         clock("every run finished; counting")
         rows = build_table(stack, endpoints, sent, again, runs, scheduled_on, 1, token)
         print_table(rows)
