@@ -1030,6 +1030,19 @@ def test_a_pattern_of_many_stars_is_refused_at_once(api: Api, kind: str) -> None
     assert time.monotonic() - started < 5
 
 
+def test_a_subscription_takes_a_bounded_number_of_headers(api: Api) -> None:
+    headers = {f"X-Extra-{n}": "v" for n in range(5000)}
+    body = {"name": unique("hdrs"), "url": "https://example.com/", "headers": headers}
+    assert field_of(api.post("/subscriptions", body)) == ["body", "headers"]
+    assert api.get(f"/subscriptions/{body['name']}").status_code == 404
+    fine = new_subscription(api, "https://example.com/", headers={"X-Team": "analytics"})
+    name = fine["subscription"]["name"]
+    assert field_of(api.patch(f"/subscriptions/{name}", {"headers": headers})) == [
+        "body",
+        "headers",
+    ]
+
+
 def test_a_422_for_too_many_ids_is_small(api: Api) -> None:
     ids = [f"evt_{n:024d}" for n in range(100_000)]
     for path in ("/events/redispatch", "/deliveries/replay"):

@@ -42,6 +42,14 @@ Ids = Annotated[
     Field(min_length=1, max_length=MAX_IDS),
 ]
 Option = str | int | None
+#: The most extra headers a subscription sends (each goes with every delivery).
+MAX_HEADERS = 50
+Headers = Annotated[
+    dict[
+        Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=4096)]
+    ],
+    Field(max_length=MAX_HEADERS),
+]
 
 
 class _Body(BaseModel):
@@ -131,9 +139,7 @@ class SubscriptionCreate(_Body):
     chatbot_ids: Texts = Field(default_factory=list)
     method: Literal["POST", "PUT", "PATCH"] = "POST"
     timeout: Annotated[Seconds, Field(gt=0, le=300)] | None = None
-    headers: dict[
-        Annotated[str, Field(min_length=1, max_length=128)], Annotated[str, Field(max_length=4096)]
-    ] = Field(default_factory=dict)
+    headers: Headers = Field(default_factory=dict)
     body_template: Annotated[str, Field(min_length=1, max_length=100_000)] | None = None
     retry_schedule: (
         Annotated[list[Annotated[Seconds, Field(ge=0)]], Field(min_length=1, max_length=32)] | None
@@ -152,13 +158,7 @@ class SubscriptionPatch(_Body):
     chatbot_ids: Texts | None = None
     method: Literal["POST", "PUT", "PATCH"] | None = None
     timeout: Annotated[Seconds, Field(gt=0, le=300)] | None = None
-    headers: (
-        dict[
-            Annotated[str, Field(min_length=1, max_length=128)],
-            Annotated[str, Field(max_length=4096)],
-        ]
-        | None
-    ) = None
+    headers: Headers | None = None
     body_template: Annotated[str, Field(min_length=1, max_length=100_000)] | None = None
     retry_schedule: (
         Annotated[list[Annotated[Seconds, Field(ge=0)]], Field(min_length=1, max_length=32)] | None
