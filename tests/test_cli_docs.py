@@ -1,4 +1,4 @@
-"""Every ``airhook`` command shown in README.md and docs/*.md runs.
+"""Every ``airhook`` command shown in README.md, docs/*.md and docs/platforms/*.md runs.
 
 The commands are read from the pages' fenced blocks (a line starting with ``airhook``, with its
 ``\\`` continuations, up to a comment or a pipe). Each must parse, and each page's commands run
@@ -28,7 +28,11 @@ from airhook.cli import build_parser
 from tests.test_cli import Call, Cli
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PAGES = [
+    REPO / "README.md",
+    *sorted((REPO / "docs").glob("*.md")),
+    *sorted((REPO / "docs" / "platforms").glob("*.md")),  # the guides per platform
+]
 #: Commands that need a running server or reach the network: shown with --help only.
 NEED_A_SERVER = {("sources", "test"), ("subscriptions", "test")}
 #: What a command's own variables look like on a page: an id or a value the reader fills in.
