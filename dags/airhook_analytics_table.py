@@ -92,7 +92,14 @@ def analytics_url(conn_id: str = CONN_ID) -> str:
 def analytics_engine(url: str | None = None) -> sa.Engine:
     """An engine on the analytics database, the table created if it is missing."""
     engine = sa.create_engine(url or analytics_url())
-    metadata.create_all(engine, checkfirst=True)
+    try:
+        metadata.create_all(engine, checkfirst=True)
+    except sa.exc.DBAPIError:
+        # Two runs creating the table at once: the one that lost finds it there now (check and
+        # create are not atomic, neither on SQLite nor on PostgreSQL); anything else is raised.
+        with engine.connect() as connection:
+            if not sa.inspect(connection).has_table(insights.name):
+                raise
     return engine
 
 

@@ -45,6 +45,7 @@ EVENT = "insight.digest"
     catchup=False,
     max_active_runs=1,
     tags=["airhook", "analytics", "send"],
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
     params={
         "day": Param(
             None,

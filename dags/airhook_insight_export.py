@@ -27,6 +27,7 @@ asset event's extra is read from the airhook store by its id.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import dag, task
@@ -38,6 +39,8 @@ import airhook
     schedule=airhook.on_kind("insight.*"),
     catchup=False,
     tags=["airhook", "caleida", "analytics"],
+    # A database that is briefly away: the writes are idempotent, so trying again is safe.
+    default_args={"retries": 2, "retry_delay": timedelta(seconds=10)},
     doc_md=__doc__,
 )
 def airhook_insight_export() -> None:
