@@ -60,7 +60,7 @@ insights = sa.Table(
 #: Where each platform keeps the conversation an event belongs to.
 _CONVERSATION_KEYS = ("chat_id", "conversation_id", "sessionId", "session_id")
 #: Database drivers by Airflow connection type, where the two names differ.
-_DRIVERS = {"postgres": "postgresql", "mssql": "mssql+pymssql"}
+_DRIVERS = {"postgres": "postgresql"}
 
 
 def analytics_url(conn_id: str = CONN_ID) -> str:
