@@ -460,18 +460,141 @@ function formError(slot, error, title) {
   slot.scrollIntoView({ block: "nearest" });
 }
 
-// --- sources -------------------------------------------------------------------------------
-
-async function sourceForm(existing) {
-  const slot = h("div", { class: "slot", testid: "form-error" });
-  const title = existing ? `Edit source ${existing.name}` : "Add a webhook source";
-  const view = openDialog({ title, testid: "source-form", wide: true, body: h("p", { class: "muted" }, "Loading the catalog…") });
+// A wide dialog that needs the event catalog: "Loading the catalog…" until it is there. Null
+// when the catalog cannot be loaded (the dialog shows why).
+async function catalogDialog({ title, testid }) {
+  const view = openDialog({ title, testid, wide: true, body: h("p", { class: "muted" }, "Loading the catalog…") });
   try {
     await ensureCatalog();
   } catch (error) {
     clear(view.content).append(errorBox(error, "The event catalog could not be loaded"));
+    return null;
+  }
+  return view;
+}
+
+function formActions(view, submit) {
+  return h("div", { class: "actions" }, h("button", { type: "button", onclick: () => view.close() }, "Cancel"), submit);
+}
+
+// Runs `save` when the form is submitted, its button disabled meanwhile; on an error the button
+// is enabled again and the error shown in `slot` as `failed`.
+function onSubmit(form, submit, slot, failed, save) {
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(slot);
+    submit.disabled = true;
+    try {
+      await save();
+    } catch (error) {
+      formError(slot, error, failed);
+      submit.disabled = false;
+    }
+  });
+}
+
+// A test send: pick a catalog event, send it (`send` answers what to show), see the result.
+async function testDialog(name, { intro, sendLabel, eventControl, send }) {
+  const view = await catalogDialog({ title: `Test ${name}`, testid: "test" });
+  if (!view) return;
+  const slot = h("div", { class: "slot" });
+  const result = h("div", { testid: "test-result-slot" });
+  const eventSelect = eventControl();
+  const button = h("button", { type: "submit", class: "primary", testid: "test-send" }, sendLabel);
+  const form = h("form", { class: "form" }, h("p", { class: "muted" }, intro), field("Event", eventSelect), h("div", { class: "actions" }, button), slot, result);
+  clear(view.content).append(form);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clear(slot);
+    clear(result);
+    button.disabled = true;
+    try {
+      result.append(await send(eventSelect.value));
+    } catch (error) {
+      showError(slot, error, "The test was not sent");
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
+// --- sources and subscriptions: named, listed whole, each with its row of actions ----------
+
+function loading() {
+  return h("p", { class: "muted", testid: "loading" }, "Loading…");
+}
+
+// A tab's heading: what it is, what it shows, and its buttons.
+function toolbar(title, text, ...buttons) {
+  return h("div", { class: "toolbar" }, h("div", {}, h("h2", {}, title), h("p", { class: "muted" }, text)), buttons);
+}
+
+function namedPanel(kind, title, text, add) {
+  return h(
+    "section",
+    { class: "panel", testid: `${kind}-panel` },
+    toolbar(title, text, add),
+    h("div", { id: `${kind}-error`, class: "slot" }),
+    h("div", { id: `${kind}-list` }, loading()),
+  );
+}
+
+async function loadNamed(kind, render) {
+  const panel = $(`#${kind}-list`);
+  try {
+    const page = await api("GET", kind, { query: { limit: 500 } });
+    state[kind] = page.items;
+    setCount(kind, page.total);
+    renderIfChanged(kind, page, () => render(page));
+  } catch (error) {
+    state.shown.delete(kind);
+    if (panel) showError(panel, error, `The ${kind} could not be loaded`);
+  }
+}
+
+function renderNamed(kind, page, { empty, headers, row }) {
+  const panel = $(`#${kind}-list`);
+  if (!panel) return;
+  clear(panel);
+  if (!page.items.length) {
+    panel.append(h("p", { class: "empty", testid: "empty" }, `No ${kind} yet. `, state.me.can_write ? empty : ""));
     return;
   }
+  panel.append(
+    h(
+      "table",
+      { class: "list", testid: `${kind}-table` },
+      h("thead", {}, h("tr", {}, headers.map((c) => h("th", {}, c)))),
+      h("tbody", {}, page.items.map(row)),
+    ),
+  );
+}
+
+// Deletes the source or subscription (`one`) called `name` of `kind`, once confirmed.
+function deleteButton(kind, one, name, text, reload) {
+  return writeButton("Delete", {
+    testid: `${one}-delete`,
+    class: "danger",
+    onclick: () =>
+      confirmAction({
+        title: `Delete ${one} ${name}?`,
+        text,
+        okLabel: "Delete",
+        action: async () => {
+          await api("DELETE", `${kind}/${encodeURIComponent(name)}`);
+          notice(`${one[0].toUpperCase()}${one.slice(1)} ${name} deleted.`);
+          await reload();
+        },
+      }),
+  });
+}
+
+// --- sources -------------------------------------------------------------------------------
+
+async function sourceForm(existing) {
+  const slot = h("div", { class: "slot", testid: "form-error" });
+  const view = await catalogDialog({ title: existing ? `Edit source ${existing.name}` : "Add a webhook source", testid: "source-form" });
+  if (!view) return;
   const platforms = catalogPlatforms();
   const profile = existing?.profile || platforms[0]?.profile || "";
   const name = existing ? null : textInput("name", "", { required: true, testid: "source-name", placeholder: "e.g. rkt-sales" });
@@ -530,50 +653,42 @@ async function sourceForm(existing) {
     ),
     h("label", { class: "check" }, active, " Active (accept deliveries)"),
     slot,
-    h("div", { class: "actions" }, h("button", { type: "button", onclick: () => view.close() }, "Cancel"), submit),
+    formActions(view, submit),
   );
   clear(view.content).append(form);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clear(slot);
-    submit.disabled = true;
-    try {
-      const body = {
-        events: picker.value(),
-        allow_ips: splitList(allowIps.value),
-        chatbot_ids: splitList(chatbots.value),
-        active: active.checked,
-        scheme_options: parseJsonField(options.value, "Scheme options"),
-      };
-      if (maxBody.value) body.max_body_bytes = Number(maxBody.value);
-      if (existing) {
-        if (!maxBody.value) delete body.max_body_bytes;
-        await api("PATCH", `sources/${encodeURIComponent(existing.name)}`, { body });
-        view.close();
-        notice(`Source ${existing.name} saved.`);
-      } else {
-        body.name = name.value.trim();
-        body.profile = platform.value;
-        if (scheme.value) body.scheme = scheme.value;
-        if (ownSecret.value) body.secret = ownSecret.value;
-        if (ownSecondary.value) body.secondary_secret = ownSecondary.value;
-        const created = await api("POST", "sources", { body });
-        ownSecret.value = "";
-        ownSecondary.value = "";
-        revealSecret(view.content, {
-          heading: created.secret
-            ? `Source ${created.source.name} created. Paste the URL and the secret into ${platformOf(body.profile)?.title || body.profile}.`
-            : `Source ${created.source.name} created with the platform's secret. Paste the URL into ${platformOf(body.profile)?.title || body.profile}.`,
-          receiverUrl: created.setup?.receiver_url || created.source.receiver_url,
-          secret: created.secret,
-          steps: created.setup?.steps,
-        });
-      }
-      await loadSources();
-    } catch (error) {
-      formError(slot, error, existing ? "The source was not saved" : "The source was not created");
-      submit.disabled = false;
+  onSubmit(form, submit, slot, existing ? "The source was not saved" : "The source was not created", async () => {
+    const body = {
+      events: picker.value(),
+      allow_ips: splitList(allowIps.value),
+      chatbot_ids: splitList(chatbots.value),
+      active: active.checked,
+      scheme_options: parseJsonField(options.value, "Scheme options"),
+    };
+    if (maxBody.value) body.max_body_bytes = Number(maxBody.value);
+    if (existing) {
+      if (!maxBody.value) delete body.max_body_bytes;
+      await api("PATCH", `sources/${encodeURIComponent(existing.name)}`, { body });
+      view.close();
+      notice(`Source ${existing.name} saved.`);
+    } else {
+      body.name = name.value.trim();
+      body.profile = platform.value;
+      if (scheme.value) body.scheme = scheme.value;
+      if (ownSecret.value) body.secret = ownSecret.value;
+      if (ownSecondary.value) body.secondary_secret = ownSecondary.value;
+      const created = await api("POST", "sources", { body });
+      ownSecret.value = "";
+      ownSecondary.value = "";
+      revealSecret(view.content, {
+        heading: created.secret
+          ? `Source ${created.source.name} created. Paste the URL and the secret into ${platformOf(body.profile)?.title || body.profile}.`
+          : `Source ${created.source.name} created with the platform's secret. Paste the URL into ${platformOf(body.profile)?.title || body.profile}.`,
+        receiverUrl: created.setup?.receiver_url || created.source.receiver_url,
+        secret: created.secret,
+        steps: created.setup?.steps,
+      });
     }
+    await loadSources();
   });
 }
 
@@ -649,121 +764,60 @@ function secretsDialog(kind, item) {
   const view = openDialog({ title: `Secrets of ${item.name}`, testid: "secrets", body });
 }
 
-async function sourceTest(source) {
-  const slot = h("div", { class: "slot" });
-  const result = h("div", { testid: "test-result-slot" });
-  const view = openDialog({ title: `Test ${source.name}`, testid: "test", wide: true, body: h("p", { class: "muted" }, "Loading the catalog…") });
-  try {
-    await ensureCatalog();
-  } catch (error) {
-    clear(view.content).append(errorBox(error, "The event catalog could not be loaded"));
-    return;
-  }
-  const events = (platformOf(source.profile)?.events || []).map((e) => [e.name, e.name]);
-  const eventSelect = events.length ? select("event", events, events[0][0], { testid: "test-event" }) : textInput("event", "", { testid: "test-event" });
-  const send = h("button", { type: "submit", class: "primary", testid: "test-send" }, "Send a signed sample");
-  const form = h(
-    "form",
-    { class: "form" },
-    h("p", { class: "muted" }, "A catalog sample, signed with this source's own secret, is posted to its receiver URL: it is recorded and starts the DAGs scheduled on it."),
-    field("Event", eventSelect),
-    h("div", { class: "actions" }, send),
-    slot,
-    result,
-  );
-  clear(view.content).append(form);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clear(slot);
-    clear(result);
-    send.disabled = true;
-    try {
-      const answer = await api("POST", `sources/${encodeURIComponent(source.name)}/test`, { body: { event: eventSelect.value } });
-      result.append(
-        h(
-          "div",
-          { class: "result", testid: "test-result" },
-          h("p", {}, "Receiver answered ", badge(String(answer.status), answer.status < 300 ? "ok" : "failed"), answer.event_id ? [" · event ", code(answer.event_id)] : null),
-          h("p", {}, "DAGs scheduled on it: ", answer.dags?.length ? answer.dags.map((d) => code(d)) : h("span", { class: "muted" }, "none")),
-          h("pre", { class: "payload" }, json(answer.answer)),
-        ),
-      );
+function sourceTest(source) {
+  return testDialog(source.name, {
+    intro: "A catalog sample, signed with this source's own secret, is posted to its receiver URL: it is recorded and starts the DAGs scheduled on it.",
+    sendLabel: "Send a signed sample",
+    eventControl: () => {
+      const events = (platformOf(source.profile)?.events || []).map((e) => [e.name, e.name]);
+      return events.length ? select("event", events, events[0][0], { testid: "test-event" }) : textInput("event", "", { testid: "test-event" });
+    },
+    send: async (event) => {
+      const answer = await api("POST", `sources/${encodeURIComponent(source.name)}/test`, { body: { event } });
       loadSources();
-    } catch (error) {
-      showError(slot, error, "The test was not sent");
-    } finally {
-      send.disabled = false;
-    }
+      return h(
+        "div",
+        { class: "result", testid: "test-result" },
+        h("p", {}, "Receiver answered ", badge(String(answer.status), answer.status < 300 ? "ok" : "failed"), answer.event_id ? [" · event ", code(answer.event_id)] : null),
+        h("p", {}, "DAGs scheduled on it: ", answer.dags?.length ? answer.dags.map((d) => code(d)) : h("span", { class: "muted" }, "none")),
+        h("pre", { class: "payload" }, json(answer.answer)),
+      );
+    },
   });
 }
 
-async function loadSources() {
-  const panel = $("#sources-list");
-  try {
-    const page = await api("GET", "sources", { query: { limit: 500 } });
-    state.sources = page.items;
-    setCount("sources", page.total);
-    renderIfChanged("sources", page, () => renderSources(page));
-  } catch (error) {
-    state.shown.delete("sources");
-    if (panel) showError(panel, error, "The sources could not be loaded");
-  }
+function loadSources() {
+  return loadNamed("sources", renderSources);
 }
 
 function renderSources(page) {
-  const panel = $("#sources-list");
-  if (!panel) return;
-  clear(panel);
-  if (!page.items.length) {
-    panel.append(h("p", { class: "empty", testid: "empty" }, "No sources yet. ", state.me.can_write ? "Add one to receive a platform's webhooks." : ""));
-    return;
-  }
-  const rows = page.items.map((s) =>
-    h(
-      "tr",
-      { testid: "source-row", dataset: { name: s.name } },
-      h("td", { "data-label": "Name" }, h("strong", {}, s.name), h("div", { class: "url" }, h("small", { class: "muted", testid: "receiver-url" }, absolute(s.receiver_url)))),
-      h("td", { "data-label": "Platform" }, code(s.profile), s.scheme !== s.profile ? h("small", { class: "muted" }, ` signed ${s.scheme}`) : null),
-      h("td", { "data-label": "Events" }, h("span", { class: "events" }, list(s.events) || "*")),
-      h("td", { "data-label": "State" }, s.active ? badge("active") : badge("disabled"), s.has_secondary_secret ? h("small", { class: "muted" }, " 2 secrets") : null),
-      h("td", { "data-label": "Received" }, h("span", { testid: "received" }, String(s.events_received ?? 0)), " ", h("small", { class: "muted" }, s.last_received_at ? ["last ", time(s.last_received_at)] : "")),
+  renderNamed("sources", page, {
+    empty: "Add one to receive a platform's webhooks.",
+    headers: ["Name", "Platform", "Events", "State", "Received", ""],
+    row: (s) =>
       h(
-        "td",
-        { class: "row-actions" },
-        h("button", { type: "button", testid: "source-events", onclick: () => showEventsOf(s.name) }, "Events"),
-        writeButton("Edit", { testid: "source-edit", onclick: () => sourceForm(s) }),
-        writeButton("Test", { testid: "source-test", onclick: () => sourceTest(s) }),
-        writeButton("Secrets", { testid: "source-secrets", onclick: () => secretsDialog("source", s) }),
-        writeButton(s.active ? "Disable" : "Enable", {
-          testid: "source-toggle",
-          onclick: () => toggle("sources", s.name, !s.active),
-        }),
-        writeButton("Delete", {
-          testid: "source-delete",
-          class: "danger",
-          onclick: () =>
-            confirmAction({
-              title: `Delete source ${s.name}?`,
-              text: `Deliveries to ${absolute(s.receiver_url)} will be refused. Its recorded events stay.`,
-              okLabel: "Delete",
-              action: async () => {
-                await api("DELETE", `sources/${encodeURIComponent(s.name)}`);
-                notice(`Source ${s.name} deleted.`);
-                await loadSources();
-              },
-            }),
-        }),
+        "tr",
+        { testid: "source-row", dataset: { name: s.name } },
+        h("td", { "data-label": "Name" }, h("strong", {}, s.name), h("div", { class: "url" }, h("small", { class: "muted", testid: "receiver-url" }, absolute(s.receiver_url)))),
+        h("td", { "data-label": "Platform" }, code(s.profile), s.scheme !== s.profile ? h("small", { class: "muted" }, ` signed ${s.scheme}`) : null),
+        h("td", { "data-label": "Events" }, h("span", { class: "events" }, list(s.events) || "*")),
+        h("td", { "data-label": "State" }, s.active ? badge("active") : badge("disabled"), s.has_secondary_secret ? h("small", { class: "muted" }, " 2 secrets") : null),
+        h("td", { "data-label": "Received" }, h("span", { testid: "received" }, String(s.events_received ?? 0)), " ", h("small", { class: "muted" }, s.last_received_at ? ["last ", time(s.last_received_at)] : "")),
+        h(
+          "td",
+          { class: "row-actions" },
+          h("button", { type: "button", testid: "source-events", onclick: () => showOnly("events", { source: s.name }) }, "Events"),
+          writeButton("Edit", { testid: "source-edit", onclick: () => sourceForm(s) }),
+          writeButton("Test", { testid: "source-test", onclick: () => sourceTest(s) }),
+          writeButton("Secrets", { testid: "source-secrets", onclick: () => secretsDialog("source", s) }),
+          writeButton(s.active ? "Disable" : "Enable", {
+            testid: "source-toggle",
+            onclick: () => toggle("sources", s.name, !s.active),
+          }),
+          deleteButton("sources", "source", s.name, `Deliveries to ${absolute(s.receiver_url)} will be refused. Its recorded events stay.`, loadSources),
+        ),
       ),
-    ),
-  );
-  panel.append(
-    h(
-      "table",
-      { class: "list", testid: "sources-table" },
-      h("thead", {}, h("tr", {}, ["Name", "Platform", "Events", "State", "Received", ""].map((c) => h("th", {}, c)))),
-      h("tbody", {}, rows),
-    ),
-  );
+  });
 }
 
 async function toggle(collection, name, active) {
@@ -782,14 +836,11 @@ async function toggle(collection, name, active) {
 
 async function subscriptionForm(existing) {
   const slot = h("div", { class: "slot", testid: "form-error" });
-  const title = existing ? `Edit subscription ${existing.name}` : "Add a webhook subscription";
-  const view = openDialog({ title, testid: "subscription-form", wide: true, body: h("p", { class: "muted" }, "Loading the catalog…") });
-  try {
-    await ensureCatalog();
-  } catch (error) {
-    clear(view.content).append(errorBox(error, "The event catalog could not be loaded"));
-    return;
-  }
+  const view = await catalogDialog({
+    title: existing ? `Edit subscription ${existing.name}` : "Add a webhook subscription",
+    testid: "subscription-form",
+  });
+  if (!view) return;
   const name = existing ? null : textInput("name", "", { required: true, testid: "subscription-name", placeholder: "e.g. crm" });
   const url = h("input", {
     type: "url",
@@ -844,104 +895,72 @@ async function subscriptionForm(existing) {
     ),
     h("label", { class: "check" }, active, " Active (deliver events)"),
     slot,
-    h("div", { class: "actions" }, h("button", { type: "button", onclick: () => view.close() }, "Cancel"), submit),
+    formActions(view, submit),
   );
   clear(view.content).append(form);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clear(slot);
-    submit.disabled = true;
-    try {
-      let body = {
-        events: picker.value(),
-        scheme: scheme.value === "none" ? null : scheme.value,
-        method: method.value,
-        body_template: template.value.trim() || null,
-        chatbot_ids: splitList(chatbots.value),
-        active: active.checked,
-      };
-      if (timeout.value) body.timeout = Number(timeout.value);
-      else if (existing?.timeout !== null && existing?.timeout !== undefined) body.timeout = null;
-      if (retry.value.trim()) body.retry_schedule = splitList(retry.value).map(Number);
-      if (existing) {
-        // Only what changed: an unchanged scheme must not look like a new one.
-        const before = { ...existing, scheme: existing.scheme === "none" ? null : existing.scheme, active: existing.state !== "disabled" && existing.active };
-        body = Object.fromEntries(Object.entries(body).filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(before[key] ?? null)));
-      }
-      if (url.value.trim()) body.url = url.value.trim();
-      if (headers.value.trim()) {
-        body.headers = {};
-        for (const line of headers.value.split("\n")) {
-          if (!line.trim()) continue;
-          const at = line.indexOf(":");
-          if (at < 1) throw new ApiError("", `a header line needs "Name: value", not ${JSON.stringify(line)}`, "form");
-          body.headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
-        }
-      }
-      if (existing) {
-        await api("PATCH", `subscriptions/${encodeURIComponent(existing.name)}`, { body });
-        view.close();
-        notice(`Subscription ${existing.name} saved.`);
-      } else {
-        body.name = name.value.trim();
-        const created = await api("POST", "subscriptions", { body });
-        if (created.secret) {
-          revealSecret(view.content, {
-            heading: `Subscription ${created.subscription.name} created. Give the receiver this secret to verify the ${created.subscription.scheme} signatures.`,
-            secret: created.secret,
-          });
-        } else {
-          view.close();
-          notice(`Subscription ${created.subscription.name} created.`);
-        }
-      }
-      await loadSubscriptions();
-    } catch (error) {
-      formError(slot, error, existing ? "The subscription was not saved" : "The subscription was not created");
-      submit.disabled = false;
+  onSubmit(form, submit, slot, existing ? "The subscription was not saved" : "The subscription was not created", async () => {
+    let body = {
+      events: picker.value(),
+      scheme: scheme.value === "none" ? null : scheme.value,
+      method: method.value,
+      body_template: template.value.trim() || null,
+      chatbot_ids: splitList(chatbots.value),
+      active: active.checked,
+    };
+    if (timeout.value) body.timeout = Number(timeout.value);
+    else if (existing?.timeout !== null && existing?.timeout !== undefined) body.timeout = null;
+    if (retry.value.trim()) body.retry_schedule = splitList(retry.value).map(Number);
+    if (existing) {
+      // Only what changed: an unchanged scheme must not look like a new one.
+      const before = { ...existing, scheme: existing.scheme === "none" ? null : existing.scheme, active: existing.state !== "disabled" && existing.active };
+      body = Object.fromEntries(Object.entries(body).filter(([key, value]) => JSON.stringify(value) !== JSON.stringify(before[key] ?? null)));
     }
+    if (url.value.trim()) body.url = url.value.trim();
+    if (headers.value.trim()) {
+      body.headers = {};
+      for (const line of headers.value.split("\n")) {
+        if (!line.trim()) continue;
+        const at = line.indexOf(":");
+        if (at < 1) throw new ApiError("", `a header line needs "Name: value", not ${JSON.stringify(line)}`, "form");
+        body.headers[line.slice(0, at).trim()] = line.slice(at + 1).trim();
+      }
+    }
+    if (existing) {
+      await api("PATCH", `subscriptions/${encodeURIComponent(existing.name)}`, { body });
+      view.close();
+      notice(`Subscription ${existing.name} saved.`);
+    } else {
+      body.name = name.value.trim();
+      const created = await api("POST", "subscriptions", { body });
+      if (created.secret) {
+        revealSecret(view.content, {
+          heading: `Subscription ${created.subscription.name} created. Give the receiver this secret to verify the ${created.subscription.scheme} signatures.`,
+          secret: created.secret,
+        });
+      } else {
+        view.close();
+        notice(`Subscription ${created.subscription.name} created.`);
+      }
+    }
+    await loadSubscriptions();
   });
 }
 
-async function subscriptionTest(subscription) {
-  const slot = h("div", { class: "slot" });
-  const result = h("div", {});
-  const view = openDialog({ title: `Test ${subscription.name}`, testid: "test", wide: true, body: h("p", { class: "muted" }, "Loading the catalog…") });
-  try {
-    await ensureCatalog();
-  } catch (error) {
-    clear(view.content).append(errorBox(error, "The event catalog could not be loaded"));
-    return;
-  }
-  const events = allCatalogEvents().map((e) => [`${e.platform}:${e.name}`, `${e.name} (${platformOf(e.platform)?.title || e.platform})`]);
-  const eventSelect = select("event", events, events[0]?.[0], { testid: "test-event" });
-  const send = h("button", { type: "submit", class: "primary", testid: "test-send" }, "Send now");
-  const form = h(
-    "form",
-    { class: "form" },
-    h("p", { class: "muted" }, "A catalog sample of the event is rendered, signed and sent to the subscription's URL now, once, without retries."),
-    field("Event", eventSelect),
-    h("div", { class: "actions" }, send),
-    slot,
-    result,
-  );
-  clear(view.content).append(form);
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    clear(slot);
-    clear(result);
-    send.disabled = true;
-    const [platform, ...rest] = eventSelect.value.split(":");
-    try {
+function subscriptionTest(subscription) {
+  return testDialog(subscription.name, {
+    intro: "A catalog sample of the event is rendered, signed and sent to the subscription's URL now, once, without retries.",
+    sendLabel: "Send now",
+    eventControl: () => {
+      const events = allCatalogEvents().map((e) => [`${e.platform}:${e.name}`, `${e.name} (${platformOf(e.platform)?.title || e.platform})`]);
+      return select("event", events, events[0]?.[0], { testid: "test-event" });
+    },
+    send: async (value) => {
+      const [platform, ...rest] = value.split(":");
       const attempt = await api("POST", `subscriptions/${encodeURIComponent(subscription.name)}/test`, {
         body: { event: rest.join(":"), platform },
       });
-      result.append(attemptResult(attempt));
-    } catch (error) {
-      showError(slot, error, "The test was not sent");
-    } finally {
-      send.disabled = false;
-    }
+      return attemptResult(attempt);
+    },
   });
 }
 
@@ -968,17 +987,8 @@ function outcomeKind(outcome) {
   return "failed";
 }
 
-async function loadSubscriptions() {
-  const panel = $("#subscriptions-list");
-  try {
-    const page = await api("GET", "subscriptions", { query: { limit: 500 } });
-    state.subscriptions = page.items;
-    setCount("subscriptions", page.total);
-    renderIfChanged("subscriptions", page, () => renderSubscriptions(page));
-  } catch (error) {
-    state.shown.delete("subscriptions");
-    if (panel) showError(panel, error, "The subscriptions could not be loaded");
-  }
+function loadSubscriptions() {
+  return loadNamed("subscriptions", renderSubscriptions);
 }
 
 function subscriptionState(s) {
@@ -992,73 +1002,55 @@ function subscriptionState(s) {
 }
 
 function renderSubscriptions(page) {
-  const panel = $("#subscriptions-list");
-  if (!panel) return;
-  clear(panel);
-  if (!page.items.length) {
-    panel.append(h("p", { class: "empty", testid: "empty" }, "No subscriptions yet. ", state.me.can_write ? "Add one to send events out." : ""));
-    return;
-  }
-  const rows = page.items.map((s) => {
-    const d = s.deliveries || {};
-    const active = s.state === "active";
-    return h(
-      "tr",
-      { testid: "subscription-row", dataset: { name: s.name } },
-      h("td", { "data-label": "Name" }, h("strong", {}, s.name), h("div", {}, h("small", { class: "muted" }, `${s.method || "POST"} ${s.url}`))),
-      h("td", { "data-label": "Events" }, h("span", { class: "events" }, list(s.events))),
-      h("td", { "data-label": "Signing" }, code(s.scheme), s.has_secondary_secret ? h("small", { class: "muted" }, " 2 secrets") : null, s.body_template ? h("div", {}, h("small", { class: "muted" }, "templated")) : null),
-      h("td", { "data-label": "State" }, subscriptionState(s)),
-      h(
-        "td",
-        { "data-label": "Deliveries" },
+  renderNamed("subscriptions", page, {
+    empty: "Add one to send events out.",
+    headers: ["Name", "Events", "Signing", "State", "Deliveries", ""],
+    row: (s) => {
+      const d = s.deliveries || {};
+      const active = s.state === "active";
+      return h(
+        "tr",
+        { testid: "subscription-row", dataset: { name: s.name } },
+        h("td", { "data-label": "Name" }, h("strong", {}, s.name), h("div", {}, h("small", { class: "muted" }, `${s.method || "POST"} ${s.url}`))),
+        h("td", { "data-label": "Events" }, h("span", { class: "events" }, list(s.events))),
+        h("td", { "data-label": "Signing" }, code(s.scheme), s.has_secondary_secret ? h("small", { class: "muted" }, " 2 secrets") : null, s.body_template ? h("div", {}, h("small", { class: "muted" }, "templated")) : null),
+        h("td", { "data-label": "State" }, subscriptionState(s)),
         h(
-          "button",
-          { type: "button", class: "link", testid: "subscription-deliveries", onclick: () => showDeliveriesOf(s.name) },
-          h("span", { class: "ok-text" }, `${d.delivered ?? 0} delivered`),
-          d.pending ? ` · ${d.pending} pending` : "",
-          d.failed ? h("span", { class: "fail-text" }, ` · ${d.failed} failed`) : "",
-          d.dead ? h("span", { class: "fail-text" }, ` · ${d.dead} dead`) : "",
+          "td",
+          { "data-label": "Deliveries" },
+          h(
+            "button",
+            { type: "button", class: "link", testid: "subscription-deliveries", onclick: () => showOnly("deliveries", { subscription: s.name }) },
+            h("span", { class: "ok-text" }, `${d.delivered ?? 0} delivered`),
+            d.pending ? ` · ${d.pending} pending` : "",
+            d.failed ? h("span", { class: "fail-text" }, ` · ${d.failed} failed`) : "",
+            d.dead ? h("span", { class: "fail-text" }, ` · ${d.dead} dead`) : "",
+          ),
         ),
-      ),
-      h(
-        "td",
-        { class: "row-actions" },
-        writeButton("Edit", { testid: "subscription-edit", onclick: () => subscriptionForm(s) }),
-        writeButton("Test", { testid: "subscription-test", onclick: () => subscriptionTest(s) }),
-        writeButton("Secrets", { testid: "subscription-secrets", onclick: () => secretsDialog("subscription", s) }),
-        writeButton(active ? "Disable" : "Enable", { testid: "subscription-toggle", onclick: () => toggle("subscriptions", s.name, !active) }),
-        writeButton("Delete", {
-          testid: "subscription-delete",
-          class: "danger",
-          onclick: () =>
-            confirmAction({
-              title: `Delete subscription ${s.name}?`,
-              text: "Its pending deliveries are not sent. This cannot be undone.",
-              okLabel: "Delete",
-              action: async () => {
-                await api("DELETE", `subscriptions/${encodeURIComponent(s.name)}`);
-                notice(`Subscription ${s.name} deleted.`);
-                await loadSubscriptions();
-              },
-            }),
-        }),
-      ),
-    );
+        h(
+          "td",
+          { class: "row-actions" },
+          writeButton("Edit", { testid: "subscription-edit", onclick: () => subscriptionForm(s) }),
+          writeButton("Test", { testid: "subscription-test", onclick: () => subscriptionTest(s) }),
+          writeButton("Secrets", { testid: "subscription-secrets", onclick: () => secretsDialog("subscription", s) }),
+          writeButton(active ? "Disable" : "Enable", { testid: "subscription-toggle", onclick: () => toggle("subscriptions", s.name, !active) }),
+          deleteButton("subscriptions", "subscription", s.name, "Its pending deliveries are not sent. This cannot be undone.", loadSubscriptions),
+        ),
+      );
+    },
   });
-  panel.append(
-    h(
-      "table",
-      { class: "list", testid: "subscriptions-table" },
-      h("thead", {}, h("tr", {}, ["Name", "Events", "Signing", "State", "Deliveries", ""].map((c) => h("th", {}, c)))),
-      h("tbody", {}, rows),
-    ),
-  );
 }
 
 // --- events and deliveries: filtered, paged, selectable lists with a detail pane ------------
 
-function pager(kind, page, reload) {
+// What differs between the two: the name of one item (its row's and detail's testid) and how
+// its list and its detail are drawn.
+const PAGED = {
+  events: { one: "event", render: renderEvents, renderDetail: renderEventDetail },
+  deliveries: { one: "delivery", render: renderDeliveries, renderDetail: renderDeliveryDetail },
+};
+
+function pager(kind, page) {
   const slice = state[kind];
   const from = page.total ? page.offset + 1 : 0;
   const to = page.offset + page.items.length;
@@ -1066,8 +1058,8 @@ function pager(kind, page, reload) {
     "div",
     { class: "pager" },
     h("span", { class: "muted", testid: `${kind}-total` }, `${from}–${to} of ${page.total}`),
-    h("button", { type: "button", disabled: page.offset <= 0, onclick: () => { slice.offset = Math.max(0, page.offset - PAGE_SIZE); reload(); } }, "‹ Newer"),
-    h("button", { type: "button", disabled: to >= page.total, onclick: () => { slice.offset = page.offset + PAGE_SIZE; reload(); } }, "Older ›"),
+    h("button", { type: "button", disabled: page.offset <= 0, onclick: () => { slice.offset = Math.max(0, page.offset - PAGE_SIZE); loadPaged(kind); } }, "‹ Newer"),
+    h("button", { type: "button", disabled: to >= page.total, onclick: () => { slice.offset = page.offset + PAGE_SIZE; loadPaged(kind); } }, "Older ›"),
   );
 }
 
@@ -1100,8 +1092,9 @@ function updateBulk(kind) {
   button.textContent = kind === "events" ? `Re-dispatch selected (${n})` : `Replay selected (${n})`;
 }
 
-function filterForm(kind, controls, reload) {
+function filterForm(kind, controls) {
   const slice = state[kind];
+  const reload = () => loadPaged(kind);
   const form = h("form", { class: "filters", testid: `${kind}-filters` }, controls, h("button", { type: "submit" }, "Apply"), h("button", { type: "reset" }, "Reset"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -1129,105 +1122,105 @@ function localInput(iso) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())}T${pad(d.getHours())}:${pad(d.getMinutes())}`;
 }
 
-function eventsPanel() {
-  const f = state.events.filters;
-  const sourceOptions = [["", "any source"], ...state.sources.map((s) => [s.name, s.name])];
-  if (f.source && !state.sources.some((s) => s.name === f.source)) sourceOptions.push([f.source, f.source]);
-  const controls = [
-    field("Source", select("source", sourceOptions, f.source || "", { testid: "filter-source" })),
-    field("Event", textInput("event", f.event || "", { placeholder: "e.g. lead.* " })),
-    field("Kind", textInput("kind", f.kind || "", { placeholder: "any" })),
-    field("Dispatched", select("dispatched", [["", "any"], ["true", "yes"], ["false", "not yet"]], f.dispatched || "")),
+// The sources or subscriptions to filter by; the chosen one stays when it is gone.
+function nameOptions(kind, chosen, any) {
+  const options = [["", any], ...state[kind].map((s) => [s.name, s.name])];
+  if (chosen && !state[kind].some((s) => s.name === chosen)) options.push([chosen, chosen]);
+  return options;
+}
+
+function timeFilters(f) {
+  return [
     field("Since", h("input", { type: "datetime-local", name: "since", value: localInput(f.since) })),
     field("Until", h("input", { type: "datetime-local", name: "until", value: localInput(f.until) })),
   ];
+}
+
+function pagedPanel(kind, { title, text, buttons, controls }) {
   return h(
     "section",
-    { class: "panel", testid: "events-panel" },
-    h(
-      "div",
-      { class: "toolbar" },
-      h("div", {}, h("h2", {}, "Recorded events"), h("p", { class: "muted" }, "What the sources received, and the DAG runs each event started.")),
-      writeButton("Re-dispatch selected (0)", { id: "events-bulk", testid: "events-redispatch", disabled: true, onclick: () => redispatch([...state.events.selected]) }),
-    ),
-    filterForm("events", controls, loadEvents),
-    h("div", { id: "events-error", class: "slot" }),
-    h("div", { class: "split" }, h("div", { id: "events-list", class: "list-pane" }, h("p", { class: "muted", testid: "loading" }, "Loading…")), h("aside", { id: "events-detail", class: "detail-pane", hidden: !state.events.open })),
+    { class: "panel", testid: `${kind}-panel` },
+    toolbar(title, text, buttons),
+    filterForm(kind, controls),
+    h("div", { id: `${kind}-error`, class: "slot" }),
+    h("div", { class: "split" }, h("div", { id: `${kind}-list`, class: "list-pane" }, loading()), h("aside", { id: `${kind}-detail`, class: "detail-pane", hidden: !state[kind].open })),
   );
 }
 
-async function loadEvents() {
-  const panel = $("#events-list");
+async function loadPaged(kind) {
+  const panel = $(`#${kind}-list`);
   if (!panel) return;
-  const e = state.events;
+  const slice = state[kind];
   try {
-    const page = await api("GET", "events", { query: { ...e.filters, limit: PAGE_SIZE, offset: e.offset } });
-    renderIfChanged("events", page, () => renderEvents(page));
+    const page = await api("GET", kind, { query: { ...slice.filters, limit: PAGE_SIZE, offset: slice.offset } });
+    renderIfChanged(kind, page, () => PAGED[kind].render(page));
   } catch (error) {
-    state.shown.delete("events");
-    showError(panel, error, "The events could not be loaded");
+    state.shown.delete(kind);
+    showError(panel, error, `The ${kind} could not be loaded`);
   }
-  if (e.open) await loadEventDetail(e.open);
+  if (slice.open) await loadDetail(kind, slice.open);
 }
 
-function renderEvents(page) {
-  const panel = $("#events-list");
+// The list's table; `empty` leads the text shown when there is nothing (yet, or that matches).
+function renderPaged(kind, page, { empty, headers, row }) {
+  const panel = $(`#${kind}-list`);
   clear(panel);
   if (!page.items.length) {
-    panel.append(h("p", { class: "empty", testid: "empty" }, "No events recorded", Object.keys(state.events.filters).length ? " that match the filters." : " yet."));
+    panel.append(h("p", { class: "empty", testid: "empty" }, empty, Object.keys(state[kind].filters).length ? " that match the filters." : " yet."));
     return;
   }
-  const write = state.me.can_write;
-  const rows = page.items.map((ev) =>
-    h(
-      "tr",
-      {
-        testid: "event-row",
-        class: state.events.open === ev.id ? "open" : "",
-        dataset: { id: ev.id, source: ev.source, event: ev.event },
-        tabindex: 0,
-        onclick: () => openEvent(ev.id),
-        onkeydown: (k) => k.key === "Enter" && openEvent(ev.id),
-      },
-      selectBox("events", ev.id),
-      h("td", { "data-label": "Received" }, time(ev.received_at)),
-      h("td", { "data-label": "Source" }, ev.source),
-      h("td", { "data-label": "Event" }, code(ev.event), ev.kind && ev.kind !== ev.event ? h("small", { class: "muted" }, ` ${ev.kind}`) : null),
-      h("td", { "data-label": "Dispatched" }, ev.dispatched_at ? badge("dispatched", "ok") : badge("pending"), ev.redispatches ? h("small", { class: "muted", testid: "redispatches" }, ` +${ev.redispatches} re-dispatch${ev.redispatches === 1 ? "" : "es"}`) : null),
-    ),
-  );
   panel.append(
     h(
       "table",
-      { class: "list clickable", testid: "events-table" },
-      h("thead", {}, h("tr", {}, write ? h("th", {}) : null, ["Received", "Source", "Event", "Dispatched"].map((c) => h("th", {}, c)))),
-      h("tbody", {}, rows),
+      { class: "list clickable", testid: `${kind}-table` },
+      h("thead", {}, h("tr", {}, state.me.can_write ? h("th", {}) : null, headers.map((c) => h("th", {}, c)))),
+      h("tbody", {}, page.items.map(row)),
     ),
-    pager("events", page, loadEvents),
+    pager(kind, page),
   );
-  updateBulk("events");
+  updateBulk(kind);
 }
 
-function openEvent(id) {
-  state.events.open = id;
-  state.shown.delete("event-detail");
-  for (const row of document.querySelectorAll("[data-testid=event-row]")) row.classList.toggle("open", row.dataset.id === id);
-  const pane = $("#events-detail");
+// One row: its checkbox (for those who may write), then `cells`; a click or Enter opens it.
+function pagedRow(kind, id, dataset, ...cells) {
+  const open = () => openDetail(kind, id);
+  return h(
+    "tr",
+    {
+      testid: `${PAGED[kind].one}-row`,
+      class: state[kind].open === id ? "open" : "",
+      dataset: { id, ...dataset },
+      tabindex: 0,
+      onclick: open,
+      onkeydown: (k) => k.key === "Enter" && open(),
+    },
+    selectBox(kind, id),
+    cells,
+  );
+}
+
+function openDetail(kind, id) {
+  const { one } = PAGED[kind];
+  state[kind].open = id;
+  state.shown.delete(`${one}-detail`);
+  for (const row of document.querySelectorAll(`[data-testid=${one}-row]`)) row.classList.toggle("open", row.dataset.id === id);
+  const pane = $(`#${kind}-detail`);
   pane.hidden = false;
-  clear(pane).append(h("p", { class: "muted", testid: "loading" }, "Loading…"));
-  loadEventDetail(id);
+  clear(pane).append(loading());
+  loadDetail(kind, id);
 }
 
-async function loadEventDetail(id) {
-  const pane = $("#events-detail");
+async function loadDetail(kind, id) {
+  const { one, renderDetail } = PAGED[kind];
+  const pane = $(`#${kind}-detail`);
   if (!pane) return;
   try {
-    const detail = await api("GET", `events/${encodeURIComponent(id)}`);
-    if (state.events.open !== id) return;
-    renderIfChanged("event-detail", detail, () => renderEventDetail(detail));
+    const detail = await api("GET", `${kind}/${encodeURIComponent(id)}`);
+    if (state[kind].open !== id) return;
+    renderIfChanged(`${one}-detail`, detail, () => renderDetail(detail));
   } catch (error) {
-    state.shown.delete("event-detail");
-    clear(pane).append(closeDetail("events"), errorBox(error, "The event could not be loaded"));
+    state.shown.delete(`${one}-detail`);
+    clear(pane).append(closeDetail(kind), errorBox(error, `The ${one} could not be loaded`));
   }
 }
 
@@ -1249,132 +1242,150 @@ function closeDetail(kind) {
   );
 }
 
+// The detail pane of `item`: its close button, then `children`.
+function showDetail(kind, item, ...children) {
+  const pane = $(`#${kind}-detail`);
+  pane.hidden = false;
+  clear(pane).append(h("div", { testid: `${PAGED[kind].one}-detail`, dataset: { id: item.id } }, closeDetail(kind), children));
+}
+
+// Re-dispatch or replay: POST `body` to `path`, say what `done` makes of the answer, reload.
+async function bulkAction(kind, path, body, done, failed) {
+  const slot = $(`#${kind}-error`);
+  clear(slot);
+  try {
+    const answer = await api("POST", path, { body });
+    state[kind].selected.clear();
+    notice(done(answer));
+  } catch (error) {
+    showError(slot, error, failed);
+  }
+  state.shown.delete(kind);
+  state.shown.delete(`${PAGED[kind].one}-detail`);
+  await loadPaged(kind);
+}
+
+// The events of a source, or the deliveries of a subscription: the tab, filtered.
+function showOnly(kind, filters) {
+  Object.assign(state[kind], { filters, offset: 0, open: null });
+  go(kind);
+}
+
+// --- events ----------------------------------------------------------------------------------
+
+function eventsPanel() {
+  const f = state.events.filters;
+  return pagedPanel("events", {
+    title: "Recorded events",
+    text: "What the sources received, and the DAG runs each event started.",
+    buttons: writeButton("Re-dispatch selected (0)", { id: "events-bulk", testid: "events-redispatch", disabled: true, onclick: () => redispatch([...state.events.selected]) }),
+    controls: [
+      field("Source", select("source", nameOptions("sources", f.source, "any source"), f.source || "", { testid: "filter-source" })),
+      field("Event", textInput("event", f.event || "", { placeholder: "e.g. lead.* " })),
+      field("Kind", textInput("kind", f.kind || "", { placeholder: "any" })),
+      field("Dispatched", select("dispatched", [["", "any"], ["true", "yes"], ["false", "not yet"]], f.dispatched || "")),
+      timeFilters(f),
+    ],
+  });
+}
+
+function renderEvents(page) {
+  renderPaged("events", page, {
+    empty: "No events recorded",
+    headers: ["Received", "Source", "Event", "Dispatched"],
+    row: (ev) =>
+      pagedRow(
+        "events",
+        ev.id,
+        { source: ev.source, event: ev.event },
+        h("td", { "data-label": "Received" }, time(ev.received_at)),
+        h("td", { "data-label": "Source" }, ev.source),
+        h("td", { "data-label": "Event" }, code(ev.event), ev.kind && ev.kind !== ev.event ? h("small", { class: "muted" }, ` ${ev.kind}`) : null),
+        h("td", { "data-label": "Dispatched" }, ev.dispatched_at ? badge("dispatched", "ok") : badge("pending"), ev.redispatches ? h("small", { class: "muted", testid: "redispatches" }, ` +${ev.redispatches} re-dispatch${ev.redispatches === 1 ? "" : "es"}`) : null),
+      ),
+  });
+}
+
 function runLink(run) {
   const href = new URL(`dags/${encodeURIComponent(run.dag_id)}/runs/${encodeURIComponent(run.run_id)}`, AIRFLOW).href;
   return h("a", { href, target: "_top" }, run.run_id);
 }
 
 function renderEventDetail(ev) {
-  const pane = $("#events-detail");
   const runs = (ev.asset_events || []).flatMap((a) => a.dag_runs || []);
-  pane.hidden = false;
-  clear(pane).append(
+  showDetail(
+    "events",
+    ev,
+    h("h3", {}, code(ev.event), " from ", ev.source),
     h(
-      "div",
-      { testid: "event-detail", dataset: { id: ev.id } },
-      closeDetail("events"),
-      h("h3", {}, code(ev.event), " from ", ev.source),
-      h(
-        "dl",
-        { class: "meta" },
-        h("dt", {}, "Id"), h("dd", {}, code(ev.id)),
-        h("dt", {}, "Received"), h("dd", {}, time(ev.received_at)),
-        h("dt", {}, "Dispatched"), h("dd", {}, time(ev.dispatched_at), ev.dispatch_attempts > 1 ? ` after ${ev.dispatch_attempts} attempts` : ""),
-        h("dt", {}, "Re-dispatched"), h("dd", { testid: "detail-redispatches" }, String(ev.redispatches ?? 0), ev.redispatches === 1 ? " time" : " times"),
-        ev.kind ? [h("dt", {}, "Kind"), h("dd", {}, code(ev.kind))] : null,
-      ),
-      writeButton("Re-dispatch", { testid: "event-redispatch", class: "primary", onclick: () => redispatch([ev.id]) }),
-      h("h4", {}, `DAG runs started (${runs.length})`),
-      (ev.asset_events || []).length
-        ? h(
-            "ul",
-            { class: "runs", testid: "event-asset-events" },
-            ev.asset_events.map((a) =>
-              h(
-                "li",
-                {},
-                h("div", {}, h("small", { class: "muted" }, code(a.asset), " ", time(a.timestamp))),
-                (a.dag_runs || []).length
-                  ? h(
-                      "ul",
-                      {},
-                      a.dag_runs.map((r) =>
-                        h("li", { testid: "event-run", dataset: { dag: r.dag_id, run: r.run_id, state: r.state || "" } }, badge(r.state || "queued", r.state || "pending"), " ", code(r.dag_id), " ", runLink(r)),
-                      ),
-                    )
-                  : h("div", { class: "muted" }, "no run yet (none scheduled on this asset, or its DAG is paused)"),
-              ),
-            ),
-          )
-        : h("p", { class: "muted" }, ev.dispatched_at ? "No asset event found." : "Not dispatched yet."),
-      h("h4", {}, "Payload"),
-      h("pre", { class: "payload", testid: "event-payload" }, json(ev.payload)),
+      "dl",
+      { class: "meta" },
+      h("dt", {}, "Id"), h("dd", {}, code(ev.id)),
+      h("dt", {}, "Received"), h("dd", {}, time(ev.received_at)),
+      h("dt", {}, "Dispatched"), h("dd", {}, time(ev.dispatched_at), ev.dispatch_attempts > 1 ? ` after ${ev.dispatch_attempts} attempts` : ""),
+      h("dt", {}, "Re-dispatched"), h("dd", { testid: "detail-redispatches" }, String(ev.redispatches ?? 0), ev.redispatches === 1 ? " time" : " times"),
+      ev.kind ? [h("dt", {}, "Kind"), h("dd", {}, code(ev.kind))] : null,
     ),
+    writeButton("Re-dispatch", { testid: "event-redispatch", class: "primary", onclick: () => redispatch([ev.id]) }),
+    h("h4", {}, `DAG runs started (${runs.length})`),
+    (ev.asset_events || []).length
+      ? h(
+          "ul",
+          { class: "runs", testid: "event-asset-events" },
+          ev.asset_events.map((a) =>
+            h(
+              "li",
+              {},
+              h("div", {}, h("small", { class: "muted" }, code(a.asset), " ", time(a.timestamp))),
+              (a.dag_runs || []).length
+                ? h(
+                    "ul",
+                    {},
+                    a.dag_runs.map((r) =>
+                      h("li", { testid: "event-run", dataset: { dag: r.dag_id, run: r.run_id, state: r.state || "" } }, badge(r.state || "queued", r.state || "pending"), " ", code(r.dag_id), " ", runLink(r)),
+                    ),
+                  )
+                : h("div", { class: "muted" }, "no run yet (none scheduled on this asset, or its DAG is paused)"),
+            ),
+          ),
+        )
+      : h("p", { class: "muted" }, ev.dispatched_at ? "No asset event found." : "Not dispatched yet."),
+    h("h4", {}, "Payload"),
+    h("pre", { class: "payload", testid: "event-payload" }, json(ev.payload)),
   );
 }
 
-async function redispatch(ids) {
-  const slot = $("#events-error");
-  clear(slot);
-  try {
-    const answer = await api("POST", "events/redispatch", { body: { ids } });
-    state.events.selected.clear();
-    notice(`${answer.redispatched} event${answer.redispatched === 1 ? "" : "s"} re-dispatched.`);
-  } catch (error) {
-    showError(slot, error, "Re-dispatch failed");
-  }
-  state.shown.delete("events");
-  state.shown.delete("event-detail");
-  await loadEvents();
+function redispatch(ids) {
+  return bulkAction("events", "events/redispatch", { ids }, (answer) => `${answer.redispatched} event${answer.redispatched === 1 ? "" : "s"} re-dispatched.`, "Re-dispatch failed");
 }
 
-function showEventsOf(source) {
-  state.events.filters = { source };
-  state.events.offset = 0;
-  state.events.open = null;
-  go("events");
-}
+// --- deliveries ------------------------------------------------------------------------------
 
 function deliveriesPanel() {
   const f = state.deliveries.filters;
-  const subs = [["", "any subscription"], ...state.subscriptions.map((s) => [s.name, s.name])];
-  if (f.subscription && !state.subscriptions.some((s) => s.name === f.subscription)) subs.push([f.subscription, f.subscription]);
   const statuses = ["", "pending", "sending", "delivered", "failed", "dead", "paused"].map((s) => [s, s || "any status"]);
-  const controls = [
-    field("Subscription", select("subscription", subs, f.subscription || "", { testid: "filter-subscription" })),
-    field("Status", select("status", statuses, f.status || "")),
-    field("Since", h("input", { type: "datetime-local", name: "since", value: localInput(f.since) })),
-    field("Until", h("input", { type: "datetime-local", name: "until", value: localInput(f.until) })),
-  ];
-  return h(
-    "section",
-    { class: "panel", testid: "deliveries-panel" },
-    h(
+  return pagedPanel("deliveries", {
+    title: "Deliveries",
+    text: "Every event sent to a subscription, with each attempt.",
+    buttons: h(
       "div",
-      { class: "toolbar" },
-      h("div", {}, h("h2", {}, "Deliveries"), h("p", { class: "muted" }, "Every event sent to a subscription, with each attempt.")),
-      h(
-        "div",
-        { class: "buttons" },
-        writeButton("Replay failed", {
-          testid: "deliveries-replay-dead",
-          disabled: !f.subscription,
-          title: f.subscription
-            ? `Send ${f.subscription}'s failed and dead deliveries again (within the time filter)`
-            : "Choose a subscription in the filter first",
-          onclick: () => replay({ subscription: f.subscription, dead_only: true, since: f.since, until: f.until }),
-        }),
-        writeButton("Replay selected (0)", { id: "deliveries-bulk", testid: "deliveries-replay", disabled: true, onclick: () => replay({ ids: [...state.deliveries.selected] }) }),
-      ),
+      { class: "buttons" },
+      writeButton("Replay failed", {
+        testid: "deliveries-replay-dead",
+        disabled: !f.subscription,
+        title: f.subscription
+          ? `Send ${f.subscription}'s failed and dead deliveries again (within the time filter)`
+          : "Choose a subscription in the filter first",
+        onclick: () => replay({ subscription: f.subscription, dead_only: true, since: f.since, until: f.until }),
+      }),
+      writeButton("Replay selected (0)", { id: "deliveries-bulk", testid: "deliveries-replay", disabled: true, onclick: () => replay({ ids: [...state.deliveries.selected] }) }),
     ),
-    filterForm("deliveries", controls, loadDeliveries),
-    h("div", { id: "deliveries-error", class: "slot" }),
-    h("div", { class: "split" }, h("div", { id: "deliveries-list", class: "list-pane" }, h("p", { class: "muted", testid: "loading" }, "Loading…")), h("aside", { id: "deliveries-detail", class: "detail-pane", hidden: !state.deliveries.open })),
-  );
-}
-
-async function loadDeliveries() {
-  const panel = $("#deliveries-list");
-  if (!panel) return;
-  const d = state.deliveries;
-  try {
-    const page = await api("GET", "deliveries", { query: { ...d.filters, limit: PAGE_SIZE, offset: d.offset } });
-    renderIfChanged("deliveries", page, () => renderDeliveries(page));
-  } catch (error) {
-    state.shown.delete("deliveries");
-    showError(panel, error, "The deliveries could not be loaded");
-  }
-  if (d.open) await loadDeliveryDetail(d.open);
+    controls: [
+      field("Subscription", select("subscription", nameOptions("subscriptions", f.subscription, "any subscription"), f.subscription || "", { testid: "filter-subscription" })),
+      field("Status", select("status", statuses, f.status || "")),
+      timeFilters(f),
+    ],
+  });
 }
 
 function statusKind(status) {
@@ -1382,135 +1393,76 @@ function statusKind(status) {
 }
 
 function renderDeliveries(page) {
-  const panel = $("#deliveries-list");
-  clear(panel);
-  if (!page.items.length) {
-    panel.append(h("p", { class: "empty", testid: "empty" }, "No deliveries", Object.keys(state.deliveries.filters).length ? " that match the filters." : " yet."));
-    return;
-  }
-  const write = state.me.can_write;
-  const rows = page.items.map((d) =>
-    h(
-      "tr",
-      {
-        testid: "delivery-row",
-        class: state.deliveries.open === d.id ? "open" : "",
-        dataset: { id: d.id, subscription: d.subscription, status: d.status },
-        tabindex: 0,
-        onclick: () => openDelivery(d.id),
-        onkeydown: (k) => k.key === "Enter" && openDelivery(d.id),
-      },
-      selectBox("deliveries", d.id),
-      h("td", { "data-label": "Created" }, time(d.created_at)),
-      h("td", { "data-label": "Subscription" }, d.subscription),
-      h("td", { "data-label": "Event" }, code(d.event)),
-      h("td", { "data-label": "Status" }, badge(d.status, statusKind(d.status)), d.last_status_code ? h("small", { class: "muted" }, ` HTTP ${d.last_status_code}`) : null),
-      h("td", { "data-label": "Attempts" }, h("span", { testid: "attempts" }, String(d.attempts ?? 0)), d.next_attempt_at && d.status !== "delivered" ? h("small", { class: "muted" }, " next ", time(d.next_attempt_at)) : null),
-      h("td", { "data-label": "Last error", class: "clip" }, d.last_error ? h("small", { title: d.last_error }, d.last_error) : ""),
-    ),
-  );
-  panel.append(
-    h(
-      "table",
-      { class: "list clickable", testid: "deliveries-table" },
-      h("thead", {}, h("tr", {}, write ? h("th", {}) : null, ["Created", "Subscription", "Event", "Status", "Attempts", "Last error"].map((c) => h("th", {}, c)))),
-      h("tbody", {}, rows),
-    ),
-    pager("deliveries", page, loadDeliveries),
-  );
-  updateBulk("deliveries");
-}
-
-function openDelivery(id) {
-  state.deliveries.open = id;
-  state.shown.delete("delivery-detail");
-  for (const row of document.querySelectorAll("[data-testid=delivery-row]")) row.classList.toggle("open", row.dataset.id === id);
-  const pane = $("#deliveries-detail");
-  pane.hidden = false;
-  clear(pane).append(h("p", { class: "muted", testid: "loading" }, "Loading…"));
-  loadDeliveryDetail(id);
-}
-
-async function loadDeliveryDetail(id) {
-  const pane = $("#deliveries-detail");
-  if (!pane) return;
-  try {
-    const detail = await api("GET", `deliveries/${encodeURIComponent(id)}`);
-    if (state.deliveries.open !== id) return;
-    renderIfChanged("delivery-detail", detail, () => renderDeliveryDetail(detail));
-  } catch (error) {
-    state.shown.delete("delivery-detail");
-    clear(pane).append(closeDetail("deliveries"), errorBox(error, "The delivery could not be loaded"));
-  }
+  renderPaged("deliveries", page, {
+    empty: "No deliveries",
+    headers: ["Created", "Subscription", "Event", "Status", "Attempts", "Last error"],
+    row: (d) =>
+      pagedRow(
+        "deliveries",
+        d.id,
+        { subscription: d.subscription, status: d.status },
+        h("td", { "data-label": "Created" }, time(d.created_at)),
+        h("td", { "data-label": "Subscription" }, d.subscription),
+        h("td", { "data-label": "Event" }, code(d.event)),
+        h("td", { "data-label": "Status" }, badge(d.status, statusKind(d.status)), d.last_status_code ? h("small", { class: "muted" }, ` HTTP ${d.last_status_code}`) : null),
+        h("td", { "data-label": "Attempts" }, h("span", { testid: "attempts" }, String(d.attempts ?? 0)), d.next_attempt_at && d.status !== "delivered" ? h("small", { class: "muted" }, " next ", time(d.next_attempt_at)) : null),
+        h("td", { "data-label": "Last error", class: "clip" }, d.last_error ? h("small", { title: d.last_error }, d.last_error) : ""),
+      ),
+  });
 }
 
 function renderDeliveryDetail(d) {
-  const pane = $("#deliveries-detail");
-  pane.hidden = false;
   const attempts = d.attempt_log || [];
-  clear(pane).append(
+  showDetail(
+    "deliveries",
+    d,
+    h("h3", {}, code(d.event), " to ", d.subscription),
     h(
-      "div",
-      { testid: "delivery-detail", dataset: { id: d.id } },
-      closeDetail("deliveries"),
-      h("h3", {}, code(d.event), " to ", d.subscription),
-      h(
-        "dl",
-        { class: "meta" },
-        h("dt", {}, "Id"), h("dd", {}, code(d.id)),
-        h("dt", {}, "Status"), h("dd", {}, badge(d.status, statusKind(d.status))),
-        h("dt", {}, "Created"), h("dd", {}, time(d.created_at)),
-        h("dt", {}, "Next attempt"), h("dd", {}, d.status === "delivered" ? "—" : time(d.next_attempt_at)),
-      ),
-      writeButton("Replay", { testid: "delivery-replay", class: "primary", onclick: () => replay({ ids: [d.id] }) }),
-      h("h4", {}, `Attempts (${attempts.length})`),
-      attempts.length
-        ? h(
-            "table",
-            { class: "list compact", testid: "attempts-table" },
-            h("thead", {}, h("tr", {}, ["When", "Outcome", "HTTP", "Latency", "Error / response"].map((c) => h("th", {}, c)))),
-            h(
-              "tbody",
-              {},
-              attempts.map((a) =>
-                h(
-                  "tr",
-                  { testid: "attempt-row", dataset: { outcome: a.outcome || "", status: a.status_code ?? "" } },
-                  h("td", { "data-label": "When" }, time(a.attempted_at)),
-                  h("td", { "data-label": "Outcome" }, badge(a.outcome || "?", outcomeKind(a.outcome))),
-                  h("td", { "data-label": "HTTP" }, a.status_code ?? "—"),
-                  h("td", { "data-label": "Latency", testid: "latency" }, a.latency_ms !== null && a.latency_ms !== undefined ? `${Math.round(a.latency_ms)} ms` : "—"),
-                  h("td", { "data-label": "Error / response" }, a.error ? h("div", { class: "fail-text" }, a.error) : null, a.response_excerpt ? h("pre", { class: "excerpt" }, a.response_excerpt) : null),
-                ),
+      "dl",
+      { class: "meta" },
+      h("dt", {}, "Id"), h("dd", {}, code(d.id)),
+      h("dt", {}, "Status"), h("dd", {}, badge(d.status, statusKind(d.status))),
+      h("dt", {}, "Created"), h("dd", {}, time(d.created_at)),
+      h("dt", {}, "Next attempt"), h("dd", {}, d.status === "delivered" ? "—" : time(d.next_attempt_at)),
+    ),
+    writeButton("Replay", { testid: "delivery-replay", class: "primary", onclick: () => replay({ ids: [d.id] }) }),
+    h("h4", {}, `Attempts (${attempts.length})`),
+    attempts.length
+      ? h(
+          "table",
+          { class: "list compact", testid: "attempts-table" },
+          h("thead", {}, h("tr", {}, ["When", "Outcome", "HTTP", "Latency", "Error / response"].map((c) => h("th", {}, c)))),
+          h(
+            "tbody",
+            {},
+            attempts.map((a) =>
+              h(
+                "tr",
+                { testid: "attempt-row", dataset: { outcome: a.outcome || "", status: a.status_code ?? "" } },
+                h("td", { "data-label": "When" }, time(a.attempted_at)),
+                h("td", { "data-label": "Outcome" }, badge(a.outcome || "?", outcomeKind(a.outcome))),
+                h("td", { "data-label": "HTTP" }, a.status_code ?? "—"),
+                h("td", { "data-label": "Latency", testid: "latency" }, a.latency_ms !== null && a.latency_ms !== undefined ? `${Math.round(a.latency_ms)} ms` : "—"),
+                h("td", { "data-label": "Error / response" }, a.error ? h("div", { class: "fail-text" }, a.error) : null, a.response_excerpt ? h("pre", { class: "excerpt" }, a.response_excerpt) : null),
               ),
             ),
-          )
-        : h("p", { class: "muted" }, "No attempt yet."),
-    ),
+          ),
+        )
+      : h("p", { class: "muted" }, "No attempt yet."),
   );
 }
 
-async function replay(body) {
-  const slot = $("#deliveries-error");
-  clear(slot);
-  try {
-    const answer = await api("POST", "deliveries/replay", { body });
-    state.deliveries.selected.clear();
-    const n = answer.replayed?.length ?? 0;
-    notice(`${n} deliver${n === 1 ? "y" : "ies"} sent again.`);
-  } catch (error) {
-    showError(slot, error, "Replay failed");
-  }
-  state.shown.delete("deliveries");
-  state.shown.delete("delivery-detail");
-  await loadDeliveries();
-}
-
-function showDeliveriesOf(subscription) {
-  state.deliveries.filters = { subscription };
-  state.deliveries.offset = 0;
-  state.deliveries.open = null;
-  go("deliveries");
+function replay(body) {
+  return bulkAction(
+    "deliveries",
+    "deliveries/replay",
+    body,
+    (answer) => {
+      const n = answer.replayed?.length ?? 0;
+      return `${n} deliver${n === 1 ? "y" : "ies"} sent again.`;
+    },
+    "Replay failed",
+  );
 }
 
 // --- activity charts (inline SVG) ----------------------------------------------------------
@@ -1638,32 +1590,20 @@ function renderTab() {
   for (const key of ["sources", "subscriptions", "events", "deliveries", "event-detail", "delivery-detail"]) state.shown.delete(key);
   if (state.tab === "sources") {
     panel.append(
-      h(
-        "section",
-        { class: "panel", testid: "sources-panel" },
-        h(
-          "div",
-          { class: "toolbar" },
-          h("div", {}, h("h2", {}, "Sources"), h("p", { class: "muted" }, "Platforms that send webhooks into Airflow: each has a receiver URL and a secret.")),
-          writeButton("+ Add webhook", { class: "primary", testid: "add-source", onclick: () => sourceForm(null) }),
-        ),
-        h("div", { id: "sources-error", class: "slot" }),
-        h("div", { id: "sources-list" }, h("p", { class: "muted", testid: "loading" }, "Loading…")),
+      namedPanel(
+        "sources",
+        "Sources",
+        "Platforms that send webhooks into Airflow: each has a receiver URL and a secret.",
+        writeButton("+ Add webhook", { class: "primary", testid: "add-source", onclick: () => sourceForm(null) }),
       ),
     );
   } else if (state.tab === "subscriptions") {
     panel.append(
-      h(
-        "section",
-        { class: "panel", testid: "subscriptions-panel" },
-        h(
-          "div",
-          { class: "toolbar" },
-          h("div", {}, h("h2", {}, "Subscriptions"), h("p", { class: "muted" }, "Endpoints airhook sends events to, signed, with retries; disabled after repeated failures.")),
-          writeButton("+ Add webhook", { class: "primary", testid: "add-subscription", onclick: () => subscriptionForm(null) }),
-        ),
-        h("div", { id: "subscriptions-error", class: "slot" }),
-        h("div", { id: "subscriptions-list" }, h("p", { class: "muted", testid: "loading" }, "Loading…")),
+      namedPanel(
+        "subscriptions",
+        "Subscriptions",
+        "Endpoints airhook sends events to, signed, with retries; disabled after repeated failures.",
+        writeButton("+ Add webhook", { class: "primary", testid: "add-subscription", onclick: () => subscriptionForm(null) }),
       ),
     );
   } else if (state.tab === "events") {
@@ -1685,8 +1625,8 @@ async function reloadCurrent() {
   const loads = {
     sources: [loadSources, loadSubscriptions],
     subscriptions: [loadSubscriptions, loadSources],
-    events: [loadEvents, loadSources],
-    deliveries: [loadDeliveries, loadSubscriptions],
+    events: [() => loadPaged("events"), loadSources],
+    deliveries: [() => loadPaged("deliveries"), loadSubscriptions],
   }[state.tab];
   await Promise.all(loads.map((load) => load()));
 }
