@@ -1043,6 +1043,28 @@ def test_a_subscription_takes_a_bounded_number_of_headers(api: Api) -> None:
     ]
 
 
+@pytest.mark.parametrize("path", ["", "index.html", "app.js", "app.css"])
+def test_the_page_may_be_framed_by_airflow_only_and_loads_nothing_foreign(
+    api: Api, path: str
+) -> None:
+    # The page needs no login to load, and its calls are same-origin (so the cross-site check
+    # passes them): framed by another site, or a same-site one that gets the Lax cookie, its
+    # buttons could be clicked for the user. Airflow's UI frames it from its own origin.
+    answer = api.client.get(f"/airhook/manage/ui/{path}")
+    assert answer.status_code == 200
+    policy = {
+        directive.split()[0]: directive.split()[1:]
+        for directive in answer.headers["Content-Security-Policy"].split(";")
+        if directive.strip()
+    }
+    assert policy["frame-ancestors"] == ["'self'"]
+    assert policy["default-src"] == ["'none'"]
+    assert policy["script-src"] == ["'self'"]
+    assert policy["connect-src"] == ["'self'"]
+    assert answer.headers["X-Frame-Options"] == "SAMEORIGIN"
+    assert answer.headers["X-Content-Type-Options"] == "nosniff"
+
+
 def test_a_422_for_too_many_ids_is_small(api: Api) -> None:
     ids = [f"evt_{n:024d}" for n in range(100_000)]
     for path in ("/events/redispatch", "/deliveries/replay"):

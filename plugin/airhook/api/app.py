@@ -9,6 +9,11 @@ Airflow's API server mounts it at ``/airhook/manage`` (``airhook.plugin``), befo
 
 The app has no docs pages and no public OpenAPI route of FastAPI's own: plugin apps are mounted
 without Airflow's authentication, so the document is served by a route that requires a login.
+
+The page's files go out with :data:`PAGE_HEADERS`: only a page of the same origin (Airflow's UI)
+may frame it, since its calls are same-origin and would pass the cross-site check if another
+site framed it and had the user click its buttons; and it may load nothing but its own files and
+call nothing but its own API, a second wall should data ever reach the DOM as markup.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import anyio.from_thread
 import httpx
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.openapi.utils import get_openapi
+from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from airhook.api import deliveries, errors, events, overview, sources, subscriptions
 from airhook.api.auth import Reader
@@ -28,7 +35,15 @@ from airhook.api.params import ServicesHolder
 from airhook.manage.container import Services
 from airhook.manage.sources import Poster
 
-__all__ = ["API_PATH", "OPENAPI_PATH", "UI_PATH", "URL_PREFIX", "create_app", "receiver_poster"]
+__all__ = [
+    "API_PATH",
+    "OPENAPI_PATH",
+    "PAGE_HEADERS",
+    "UI_PATH",
+    "URL_PREFIX",
+    "create_app",
+    "receiver_poster",
+]
 
 #: Where Airflow mounts the app.
 URL_PREFIX = "/airhook/manage"
@@ -38,6 +53,32 @@ OPENAPI_PATH = f"{API_PATH}/openapi.json"
 #: The page, below the mount.
 UI_PATH = "/ui"
 VERSION = "1"
+#: Sent with each of the page's files (see the module docstring).
+PAGE_HEADERS = {
+    "Content-Security-Policy": "; ".join(
+        [
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "img-src 'self'",
+            "base-uri 'none'",
+            "form-action 'self'",
+            "frame-ancestors 'self'",
+        ]
+    ),
+    "X-Frame-Options": "SAMEORIGIN",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+class _PageFiles(StaticFiles):
+    """The page's static files, each with :data:`PAGE_HEADERS`."""
+
+    async def get_response(self, path: str, scope: Scope) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
 
 
 def receiver_poster(receiver: Any) -> Poster:
@@ -134,7 +175,7 @@ def create_app(
 
         static_dir = STATIC_DIR
     if static_dir is not None and static_dir.is_dir():
-        app.mount(UI_PATH, StaticFiles(directory=static_dir, html=True), name="ui")
+        app.mount(UI_PATH, _PageFiles(directory=static_dir, html=True), name="ui")
     return app
 
 
