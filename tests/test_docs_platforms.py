@@ -423,6 +423,16 @@ def test_relative_links_and_anchors_exist(page: Path) -> None:
             assert anchor in _anchors(linked), (page.name, target)
 
 
+@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+def test_the_repository_files_named_exist(page: Path) -> None:
+    """A file of the repository named in a code span (``dags/…``, ``tests/…``) is there."""
+    text = re.sub(r"^```.*?^```", "", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+    named = re.findall(r"`((?:dags|docs|tests|schemas|templates|plugin|devstack)/[^`<…]+)`", text)
+    assert named, page.name
+    for path in named:
+        assert (REPO / path).exists(), (page.name, path)
+
+
 def test_the_overview_and_readme_link_the_guides() -> None:
     overview = (REPO / "docs" / "platforms.md").read_text(encoding="utf-8")
     for page in GUIDES:
