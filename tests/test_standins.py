@@ -61,14 +61,31 @@ def test_the_crm_verifies_the_connections_signature_and_token(endpoints: Endpoin
             json.dumps(update).encode(),
             message_id="m3",
         )
+        by_email = hook.send(
+            "PATCH",
+            "/crm/v3/objects/contacts/john@example.com?idProperty=email",
+            {},
+            json.dumps({"properties": {"chat_session_id": "rkt_abc123"}}).encode(),
+            message_id="m4",
+        )
+        unknown = hook.send(
+            "PATCH",
+            "/crm/v3/objects/contacts/nobody%40example.com?idProperty=email",
+            {},
+            json.dumps(update).encode(),
+            message_id="m5",
+        )
     assert (created.status_code, again.status_code, patched.status_code) == (200, 200, 200)
+    assert (by_email.status_code, unknown.status_code) == (200, 404)
+    assert by_email.json["id"] == contact_id
     assert created.json["results"][0]["new"] is True
     assert again.json["results"][0]["new"] is False
     assert patched.json["properties"]["hs_lead_status"] == "CONNECTED"
-    assert len(endpoints.crm.verified()) == endpoints.crm.received() == 3
+    assert len(endpoints.crm.verified()) == 4
+    assert endpoints.crm.received() == 5
     assert endpoints.crm.contacts is not None
-    assert (endpoints.crm.contacts.created, endpoints.crm.contacts.updated) == (1, 2)
-    assert [r["verified"] for r in _records(endpoints, "crm")] == [True, True, True]
+    assert (endpoints.crm.contacts.created, endpoints.crm.contacts.updated) == (1, 3)
+    assert [r["reason"] for r in _records(endpoints, "crm")] == ["", "", "", "", "no such contact"]
 
 
 def test_the_crm_refuses_a_wrong_secret_a_changed_body_and_no_token(
