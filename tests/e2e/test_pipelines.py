@@ -322,6 +322,7 @@ def rows_for(url: str, ids: list[str] | None = None) -> list[dict[str, Any]]:
 
 def check_insights_land_once(stack: AirflowStack, url: str) -> None:
     token = stack.token()
+    earlier = {run["dag_run_id"] for run in runs(stack, "airhook_insight_export", token)}
     events = insight_samples()
     assert len(events) == 5
     ids = [deliver_twice(stack, "caleida", event) for event in events]
@@ -331,7 +332,14 @@ def check_insights_land_once(stack: AirflowStack, url: str) -> None:
     count = len(runs(stack, "airhook_insight_export", token))
     stack.airhook("events", "redispatch", *ids)
     wait_for(lambda: len(all_finished(stack, "airhook_insight_export", token)) > count)
-    clear_and_rerun(stack, "airhook_insight_export", "load_insights", token)
+    mine = [r["dag_run_id"] for r in runs(stack, "airhook_insight_export", token)]
+    clear_and_rerun(
+        stack,
+        "airhook_insight_export",
+        "load_insights",
+        token,
+        [r for r in mine if r not in earlier],
+    )
 
     rows = rows_for(url, ids)
     assert sorted(row["event_id"] for row in rows) == sorted(ids)
