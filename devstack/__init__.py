@@ -20,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,6 +31,7 @@ from typing import Any
 
 __all__ = ["COMPONENTS", "AirflowStack", "free_port"]
 
+_SECRETS_LOCK = threading.Lock()
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # The components that start a log server unless told not to.
 SERVE_LOGS = ("scheduler", "triggerer")
@@ -74,14 +76,19 @@ class AirflowStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
         home = str(self.home)
         secrets_path = self.home / "secrets.json"
-        if not secrets_path.exists():
-            from cryptography.fernet import Fernet
+        with _SECRETS_LOCK:  # callers in several threads must all get the one key
+            if not secrets_path.exists():
+                from cryptography.fernet import Fernet
 
-            secrets_path.parent.mkdir(parents=True, exist_ok=True)
-            secrets_path.write_text(
-                json.dumps({"fernet": Fernet.generate_key().decode(), "jwt": os.urandom(24).hex()})
-            )
-        secrets = json.loads(secrets_path.read_text())
+                secrets_path.parent.mkdir(parents=True, exist_ok=True)
+                written = {"fernet": Fernet.generate_key().decode(), "jwt": os.urandom(24).hex()}
+                # Created exclusively: another process writing the same home loses, not wins.
+                try:
+                    with secrets_path.open("x") as new:
+                        new.write(json.dumps(written))
+                except FileExistsError:
+                    pass
+            secrets = json.loads(secrets_path.read_text())
         passwords = self.home / "simple_auth_manager_passwords.json"
         passwords.write_text(json.dumps({ADMIN_USER: self.admin_password}))
         env.update(
@@ -198,11 +205,19 @@ class AirflowStack:
             )
 
     def start(self, components: Iterable[str] = COMPONENTS, *, timeout: float = 180) -> None:
-        """Start the components and wait until the API server answers."""
-        for component in components:
-            self.start_component(component)
-        if "api-server" in self.processes:
+        """Start the components and wait until the API server answers.
+
+        The API server comes first and the others once it answers: a scheduler started beside
+        it can start a task (a ``@daily`` DAG's first run) whose worker finds nobody at the
+        execution API yet and fails with "connection refused".
+        """
+        wanted = list(components)
+        if "api-server" in wanted:
+            self.start_component("api-server")
             self.wait_healthy(timeout)
+        for component in wanted:
+            if component != "api-server":
+                self.start_component(component)
 
     def wait_healthy(
         self, timeout: float = 180, *, name: str = "api-server", port: int | None = None
