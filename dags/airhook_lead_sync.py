@@ -123,7 +123,7 @@ def airhook_lead_sync() -> None:
             soft_fail=True,
         )
         outcome = session_outcome(event, ended.output)
-        update = WebhookOperator(
+        WebhookOperator(
             task_id="update_contact",
             webhook_conn_id=CRM_CONN_ID,
             method="PATCH",
@@ -132,7 +132,6 @@ def airhook_lead_sync() -> None:
             event_key=event_key,
         )
         upsert >> ended
-        outcome >> update
 
     sync_lead.expand_kwargs(leads())
 
