@@ -3,6 +3,9 @@
 A subscription's URL, secrets and extra headers are credentials: they are read from files, kept
 encrypted, and never printed (the URL is shown as its origin, headers by name). Every command
 goes through :class:`airhook.manage.subscriptions.SubscriptionService`, as the REST API does.
+
+Why ~550 lines: most of it is argparse definitions with a help text for every argument of nine
+commands; the logic is the service's.
 """
 
 from __future__ import annotations

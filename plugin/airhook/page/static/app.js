@@ -4,6 +4,11 @@
 // to the management API next to the page (../api/v1/ from this file), with the UI's session
 // cookie (same origin). Text from the API is set with textContent, never parsed as HTML.
 // A secret reaches the DOM only in the one-time reveal box, which is emptied when it closes.
+//
+// Why one file of ~1,700 lines: with no build step, every extra module is another request and
+// another file to keep in the wheel's package data; the file is sectioned (API, state, rendering
+// helpers, the four tabs, dialogs) and tests/e2e/test_page.py drives all of it. Splitting it
+// along those sections into ES modules is the next step if it grows.
 
 const API = new URL("../api/v1/", import.meta.url);
 // <[api] base_url path>/airhook/manage/api/v1/ -> <[api] base_url path>/
