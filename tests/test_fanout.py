@@ -1162,6 +1162,17 @@ def test_add_claimed_claims_only_new_deliveries_of_active_subscriptions(
     assert (again.created, again.claimed) == ([], [])
 
 
+def test_a_claim_takes_at_most_its_limit(store: Store, cipher: Fernet) -> None:
+    # On PostgreSQL the LIMIT … SKIP LOCKED choice was once a plain subquery of the UPDATE, which
+    # the planner could scan again per row: a claim of 2 took all 5.
+    SubscriptionRepository(store, cipher).create(subscription("a", "http://127.0.0.1:9/hook"))
+    outbox = OutboxRepository(store)
+    t0 = datetime.now(timezone.utc)
+    outbox.add([NewDelivery(f"msg_{n}", "a", "insight.summary", "{}") for n in range(5)], now=t0)
+    taken = [len(outbox.claim(now=t0, lease_seconds=60, limit=2)) for _ in range(4)]
+    assert taken == [2, 2, 1, 0]
+
+
 def test_claims_of_a_long_round_are_renewed(store: Store, cipher: Fernet) -> None:
     SubscriptionRepository(store, cipher).create(subscription("a", "http://127.0.0.1:9/hook"))
     engine = make_engine(store, cipher)

@@ -77,12 +77,21 @@ def claim(
                 .order_by(deliveries.c.next_attempt_at, deliveries.c.id)
                 .limit(limit - len(found))
             )
+            picked: Any = chosen.scalar_subquery()
             if not store.is_sqlite:
                 # Rows another sender is claiming right now are theirs: skip, do not wait.
-                chosen = chosen.with_for_update(skip_locked=True)
+                # Chosen once, in a materialised CTE: as a plain subquery PostgreSQL may scan
+                # it again for each row it updates, and a LIMIT … SKIP LOCKED scanned again
+                # returns other rows each time, so more than ``limit`` were claimed.
+                cte = (
+                    chosen.with_for_update(skip_locked=True)
+                    .cte("chosen")
+                    .prefix_with("MATERIALIZED")
+                )
+                picked = sa.select(cte.c.id).scalar_subquery()
             rows = connection.execute(
                 deliveries.update()
-                .where(deliveries.c.id.in_(chosen.scalar_subquery()), due)
+                .where(deliveries.c.id.in_(picked), due)
                 .values(
                     status="sending",
                     next_attempt_at=lease_until,
