@@ -239,7 +239,13 @@ def api_server(cli: Cli, store: Store) -> Iterator[str]:
     log = (cli.home / "receiver.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "airhook.receiver", "--port", str(port), "--log-level", "warning"],
-        env=cli.env({"AIRFLOW__AIRHOOK__SOURCE_CACHE_SECONDS": "0.1"}),
+        # No background sender: the deliver-due and replay tests count what they send themselves.
+        env=cli.env(
+            {
+                "AIRFLOW__AIRHOOK__SOURCE_CACHE_SECONDS": "0.1",
+                "AIRFLOW__AIRHOOK__SENDER_POLL_SECONDS": "0",
+            }
+        ),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

@@ -61,6 +61,7 @@ __all__ = [
     "dags_scheduled_on",
     "dispatch_session",
     "fernet",
+    "gauge",
     "incr",
     "lock_dag",
     "lock_queue",
@@ -122,6 +123,18 @@ def incr(name: str, count: int = 1, tags: dict[str, str] | None = None) -> None:
 
         Stats.incr(name, count=count, tags=tags or {})
     except Exception:  # metrics must never break receiving or dispatching
+        if name not in _failed_metrics:
+            _failed_metrics.add(name)
+            log.warning("airhook could not emit the metric %s", name, exc_info=True)
+
+
+def gauge(name: str, value: float, tags: dict[str, str] | None = None) -> None:
+    """Set the gauge ``name`` in Airflow's metrics, as :func:`incr` counts; never fail."""
+    try:
+        from airflow.observability.stats import Stats
+
+        Stats.gauge(name, value, tags=tags or {})
+    except Exception:  # metrics must never break sending
         if name not in _failed_metrics:
             _failed_metrics.add(name)
             log.warning("airhook could not emit the metric %s", name, exc_info=True)

@@ -106,6 +106,16 @@ OPTIONS: tuple[Option, ...] = (
         "kept for replay). A successful delivery resets the count.",
     ),
     Option(
+        "sender_poll_seconds",
+        "float",
+        "5",
+        "How often each process running the receiver (API server processes, the standalone "
+        "receiver) sends the outbound deliveries that are due: retries whose time has come and "
+        "deliveries whose sender stopped mid-way. Claims give each delivery to one sender. "
+        "0 starts no background sender: due deliveries then wait for the publishing task, a "
+        "replay or 'airhook deliveries deliver-due'.",
+    ),
+    Option(
         "payload_in_extra_max_bytes",
         "integer",
         "65536",

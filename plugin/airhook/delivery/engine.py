@@ -197,7 +197,8 @@ class DeliveryEngine:
         :param subscriptions: only these subscriptions (by name), if given.
         :param wait: keep making the retries that fall due within this many seconds, in this
             process; later retries stay in the outbox for whoever delivers due deliveries next
-            (the operator, when it resumes; ``airhook deliveries deliver-due``).
+            (the background sender, :mod:`airhook.delivery.sender`; the operator, when it
+            resumes; ``airhook deliveries deliver-due``).
         """
         new = self.prepare(events, publication=publication, subscriptions=subscriptions)
         ids = list(dict.fromkeys(d.message_id for d in new))
@@ -293,14 +294,19 @@ class DeliveryEngine:
         message_ids: Sequence[str] | None = None,
         publication: str | None = None,
         subscription: str | None = None,
+        limit: int | None = None,
     ) -> Summary:
         """Send every due delivery among those selected (all due ones, if nothing selects).
 
         Returns the counts of what was attempted now (``pending``: retries scheduled).
+        ``limit``: claim at most this many (the background sender's bounded round).
         """
         return _run(
             lambda: self.adeliver(
-                message_ids=message_ids, publication=publication, subscription=subscription
+                message_ids=message_ids,
+                publication=publication,
+                subscription=subscription,
+                limit=limit,
             )
         )
 
@@ -310,11 +316,16 @@ class DeliveryEngine:
         message_ids: Sequence[str] | None = None,
         publication: str | None = None,
         subscription: str | None = None,
+        limit: int | None = None,
     ) -> Summary:
         """Asynchronous :meth:`deliver`."""
         async with self._session() as session:
             return await self._adeliver(
-                session, message_ids=message_ids, publication=publication, subscription=subscription
+                session,
+                message_ids=message_ids,
+                publication=publication,
+                subscription=subscription,
+                limit=limit,
             )
 
     def _session(self) -> aiohttp.ClientSession:
@@ -328,9 +339,12 @@ class DeliveryEngine:
         message_ids: Sequence[str] | None = None,
         publication: str | None = None,
         subscription: str | None = None,
+        limit: int | None = None,
     ) -> Summary:
         counts: dict[str, int] = defaultdict(int)
-        while True:
+        left = limit
+        while left is None or left > 0:
+            batch = BATCH_SIZE if left is None else min(BATCH_SIZE, left)
             claimed = await asyncio.to_thread(
                 self.outbox.claim,
                 now=utc_now(),
@@ -338,15 +352,17 @@ class DeliveryEngine:
                 message_ids=message_ids,
                 publication=publication,
                 subscription=subscription,
-                limit=BATCH_SIZE,
+                limit=batch,
             )
             if not claimed:
                 break
             state = await self._send_round(session, claimed)
             for status, count in state.counts.items():
                 counts[status] += count
-            if len(claimed) < BATCH_SIZE:
+            if len(claimed) < batch:
                 break
+            if left is not None:
+                left -= len(claimed)
         return Summary.of(counts, None)
 
     async def _send_round(

@@ -97,11 +97,14 @@ class ReceiverRuntime:
     default_max_body: int
     metrics: ReceiverMetrics = field(default_factory=ReceiverMetrics)
     dispatcher: Any = None
+    sender: Any = None
 
     @classmethod
     def start(cls) -> ReceiverRuntime:
-        """Migrate the store, load sources, start the writer and (if enabled) the dispatcher."""
+        """Migrate the store, load sources, start the writer and (if enabled) the dispatcher and
+        the background sender."""
         from airhook.crypto import airflow_cipher
+        from airhook.delivery.sender import start_configured_sender
         from airhook.dispatcher import Dispatcher
         from airhook.store import get_store
         from airhook.store.migrate import upgrade
@@ -136,10 +139,13 @@ class ReceiverRuntime:
             writer=writer,
             default_max_body=config.get_int("max_body_bytes"),
             dispatcher=dispatcher,
+            sender=start_configured_sender(store, catalog),
         )
 
     def stop(self) -> None:
         """Finish queued writes, stop the threads."""
+        if self.sender is not None:
+            self.sender.stop()
         self.writer.stop()
         self.sources.stop()
         if self.dispatcher is not None:

@@ -20,11 +20,20 @@ from airhook.store.outbox.records import (
     Delivery,
     DeliveryNotFoundError,
 )
-from airhook.store.tables import attempts, deliveries
+from airhook.store.tables import attempts, deliveries, subscriptions
 from airhook.store.times import aware as _aware
 from airhook.store.times import to_utc as _utc
 
-__all__ = ["attempts_of", "counts", "filters", "find", "get", "page", "settled_per_bucket"]
+__all__ = [
+    "attempts_of",
+    "counts",
+    "filters",
+    "find",
+    "get",
+    "oldest_due",
+    "page",
+    "settled_per_bucket",
+]
 
 
 def get(store: Store, message_id: str) -> Delivery:
@@ -172,6 +181,24 @@ def counts(
             if first is not None and (earliest is None or first < earliest):
                 earliest = first
     return counts, earliest
+
+
+def oldest_due(store: Store, now: datetime) -> datetime | None:
+    """When the longest-waiting due delivery fell due (what a sender would claim first): a
+    ``pending`` one's next attempt or a ``sending`` one's lapsed claim, of an active
+    subscription; ``None`` when nothing is due."""
+    now = _utc(now)
+    running = sa.select(subscriptions.c.name).where(subscriptions.c.active.is_(True))
+    with store.read() as connection:
+        return _aware(
+            connection.scalar(
+                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.status.in_(("pending", "sending")),
+                    deliveries.c.next_attempt_at <= now,
+                    deliveries.c.subscription.in_(running.scalar_subquery()),
+                )
+            )
+        )
 
 
 def filters(

@@ -193,6 +193,10 @@ class OutboxRepository:
         """Return a delivery's attempts, oldest first."""
         return queries.attempts_of(self._store, message_id)
 
+    def oldest_due(self, now: datetime) -> datetime | None:
+        """When the longest-waiting due delivery fell due; ``None`` when nothing is due."""
+        return queries.oldest_due(self._store, now)
+
     def counts(
         self,
         *,
