@@ -7,11 +7,6 @@ end the thread; the lag and the count reach Airflow's metrics as StatsD packets.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -25,6 +20,7 @@ from airhook.delivery.sender import BackgroundSender, start_configured_sender
 from airhook.store import Store
 from airhook.store.outbox import NewDelivery, OutboxRepository
 from airhook.store.subscriptions import SubscriptionRepository
+from tests.statsd import statsd_lines
 from tests.test_fanout import (
     Receiver,
     always,
@@ -203,35 +199,11 @@ assert sender.run_once() == 0
 
 
 def test_lag_and_sent_are_statsd_metrics(tmp_path: Path, receiver: Receiver) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-        udp.bind(("127.0.0.1", 0))
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update(
-            {
-                "AIRFLOW_HOME": str(tmp_path),
-                "AIRFLOW__METRICS__STATSD_ON": "True",
-                "AIRFLOW__METRICS__STATSD_HOST": "127.0.0.1",
-                "AIRFLOW__METRICS__STATSD_PORT": str(udp.getsockname()[1]),
-                "AIRFLOW__METRICS__STATSD_PREFIX": "airflow",
-                "AIRFLOW__AIRHOOK__DATABASE_URL": f"sqlite:///{tmp_path / 'airhook.db'}",
-                "HOOK_URL": receiver.url(),
-                "REPO": str(Path(__file__).resolve().parent.parent),
-            }
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", _SNIPPET],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert result.returncode == 0, result.stderr[-3000:]
-        received: list[str] = []
-        udp.settimeout(2)
-        with contextlib.suppress(TimeoutError):
-            while True:
-                received.extend(udp.recv(65536).decode().splitlines())
+    received = statsd_lines(
+        _SNIPPET,
+        tmp_path,
+        {"HOOK_URL": receiver.url(), "REPO": str(Path(__file__).resolve().parent.parent)},
+    )
     lags = [
         float(line.split(":", 1)[1].split("|")[0])
         for line in received
