@@ -15,10 +15,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from ipaddress import IPv4Address
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -31,6 +28,7 @@ from airhook.core.subscription import Subscription
 from airhook.delivery.http import open_session, post
 from airhook.delivery.targets import build_target
 from airhook.hooks.webhook import WebhookHook
+from tests.tls import self_signed
 
 API_KEY = "key_0123456789abcdef"
 #: status, Retry-After sent (None: no header), expected outcome, expected honoured delay.
@@ -138,42 +136,6 @@ def test_retry_after_is_honoured_on_429_and_503_only() -> None:
 # --- no answer: the one client's failure vocabulary ----------------------------------------
 
 
-def _self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that no client trusts: (certificate file, key file)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "untrusted")])
-    now = datetime.now(timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(IPv4Address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 @pytest.fixture(scope="module")
 def unanswering(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """URLs on 127.0.0.1 that get no answer, each in its own way."""
@@ -186,7 +148,7 @@ def unanswering(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
     silent.listen(16)  # the kernel accepts; nobody ever answers
     tls_httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(*_self_signed(tmp_path_factory.mktemp("untrusted")))
+    context.load_cert_chain(*self_signed(tmp_path_factory.mktemp("untrusted")))
     tls_httpd.socket = context.wrap_socket(tls_httpd.socket, server_side=True)
     tls_httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
     plain_httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
