@@ -1,0 +1,182 @@
+"""airhook's metrics, sent through Airflow's public metrics API (``airflow.sdk.observability``).
+
+Airflow routes them to StatsD, DogStatsD or OpenTelemetry as ``[metrics]`` says, with its
+prefix (``airflow.`` by default). Every name airhook sends is declared in :data:`METRICS`, and
+``docs/metrics.md`` lists each one (a test holds the two together): a name nobody declared is
+refused here, so a metric cannot appear undocumented.
+
+Why :func:`start`: the public stats module is set up by the task runner in a worker, but
+nothing sets it up in the API server, the standalone receiver or the triggerer, where the
+receiver, the dispatcher, the sender and the pruner run. There, what is sent before
+:func:`start` goes nowhere; airhook's long-running parts call it once as they start, as
+Airflow's own serialisation module does.
+
+A metric never fails its caller: a backend that raises is logged once per name.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+__all__ = ["METRICS", "Metric", "gauge", "incr", "start", "timing"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric airhook sends: a name (``{…}`` marks a part filled in per send), a StatsD kind
+    and what it measures."""
+
+    name: str
+    kind: str  # "counter" | "gauge" | "timer"
+    description: str
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric(
+        "airhook.receiver.received",
+        "counter",
+        "Deliveries that reached a webhook URL, whatever their answer. Tag `source`.",
+    ),
+    Metric(
+        "airhook.receiver.{outcome}",
+        "counter",
+        "Deliveries by outcome: `accepted` (recorded, 202), `duplicate`, an ignored reason, or "
+        "a rejection reason (the `error` of the answer: `bad_signature`, `schema_violation`, "
+        "`backpressure`, …). Tag `source` (`_unknown` for names that are not a source).",
+    ),
+    Metric(
+        "airhook.receiver.rejected",
+        "counter",
+        "Deliveries answered with an error (4xx or 503). Tags `source`, `reason`.",
+    ),
+    Metric(
+        "airhook.receiver.writer_queue",
+        "gauge",
+        "Deliveries waiting for the group-commit writer in this process, set when backpressure "
+        "is checked.",
+    ),
+    Metric(
+        "airhook.inbox.recorded",
+        "counter",
+        "Events newly recorded in the inbox (duplicates are not counted).",
+    ),
+    Metric(
+        "airhook.inbox.backlog",
+        "gauge",
+        "Recorded events not yet dispatched, counted up to the backpressure bound plus one.",
+    ),
+    Metric(
+        "airhook.dispatcher.dispatched",
+        "counter",
+        "Events turned into asset events (one per event, however many assets).",
+    ),
+    Metric(
+        "airhook.dispatcher.lag_seconds",
+        "gauge",
+        "Age of the oldest event a dispatch round took (received to dispatched), set each "
+        "round that dispatched something.",
+    ),
+    Metric(
+        "airhook.delivery.{outcome}",
+        "counter",
+        "Outbound delivery attempts by outcome: `delivered`, `retry` (failed, another attempt "
+        "is scheduled), `dead_letter` (failed for good), `superseded`.",
+    ),
+    Metric(
+        "airhook.delivery.attempt_seconds",
+        "timer",
+        "Duration of one outbound attempt, request to answer or failure.",
+    ),
+    Metric(
+        "airhook.subscription.auto_disabled",
+        "counter",
+        "Subscriptions disabled after `[airhook] disable_after_failures` consecutive failures.",
+    ),
+    Metric(
+        "airhook.sender.sent",
+        "counter",
+        "Deliveries the background sender attempted.",
+    ),
+    Metric(
+        "airhook.sender.lag_seconds",
+        "gauge",
+        "How long the oldest due outbound delivery has waited (0 when none is due), set each "
+        "sender round.",
+    ),
+    Metric(
+        "airhook.prune.{kind}",
+        "counter",
+        "Rows removed by retention: `events` (inbox) and `deliveries` (outbox).",
+    ),
+)
+
+_DECLARED = tuple(metric.name.split("{", 1)[0] for metric in METRICS)
+_failed: set[str] = set()
+_started = False
+_start_lock = threading.Lock()
+
+
+def _declared(name: str) -> bool:
+    return any(
+        name == declared or (declared.endswith(".") and name.startswith(declared))
+        for declared in _DECLARED
+    )
+
+
+def start() -> None:
+    """Set Airflow's public stats module up from ``[metrics]`` in this process, once; never
+    fail. Call it where airhook runs outside a task (see the module docstring)."""
+    global _started
+    with _start_lock:
+        if _started:
+            return
+        _started = True
+        try:
+            from airflow.sdk.configuration import conf
+            from airflow.sdk.observability import stats
+            from airflow.sdk.observability.metrics import stats_utils
+
+            stats.initialize(
+                factory=stats_utils.get_stats_factory(),
+                export_legacy_names=conf.getboolean("metrics", "legacy_names_on"),
+            )
+        except Exception:
+            log.warning("airhook could not set up Airflow's metrics", exc_info=True)
+
+
+def _send(kind: str, name: str, value: float, tags: dict[str, str] | None) -> None:
+    if not _declared(name):
+        raise ValueError(f"airhook metric {name!r} is not declared in airhook.metrics.METRICS")
+    try:
+        from airflow.sdk.observability import stats
+
+        if kind == "incr":
+            stats.incr(name, count=int(value), tags=tags or {})
+        elif kind == "gauge":
+            stats.gauge(name, value, tags=tags or {})
+        else:
+            stats.timing(name, timedelta(seconds=value), tags=tags or {})  # each backend's unit
+    except Exception:  # metrics must never break receiving, dispatching or sending
+        if name not in _failed:
+            _failed.add(name)
+            log.warning("airhook could not emit the metric %s", name, exc_info=True)
+
+
+def incr(name: str, count: int = 1, tags: dict[str, str] | None = None) -> None:
+    """Add ``count`` to the counter ``name``."""
+    _send("incr", name, count, tags)
+
+
+def gauge(name: str, value: float, tags: dict[str, str] | None = None) -> None:
+    """Set the gauge ``name`` to ``value``."""
+    _send("gauge", name, value, tags)
+
+
+def timing(name: str, seconds: float, tags: dict[str, str] | None = None) -> None:
+    """Record a duration of ``seconds`` under the timer ``name`` (sent in milliseconds)."""
+    _send("timing", name, seconds, tags)
