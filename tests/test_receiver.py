@@ -57,6 +57,7 @@ from airhook.receiver.app import (
     create_app,
     create_standalone_app,
 )
+from airhook.receiver.backpressure import Backpressure
 from airhook.receiver.source_cache import SourceCache
 from airhook.receiver.writer import GroupCommitWriter
 from airhook.store import Store
@@ -738,6 +739,110 @@ def test_same_delivery_id_on_two_sources_is_recorded_twice(receiver: Receiver) -
     assert receiver.rows() == 2
 
 
+# --- backpressure --------------------------------------------------------------------------
+
+
+def _pressure(receiver: Receiver, *, backlog: int = 0, queue: int = 0) -> Backpressure:
+    """Give ``receiver`` backpressure with these bounds, counted only when the test says."""
+    pressure = Backpressure(
+        receiver.inbox.backlog,
+        receiver.runtime.writer.queued,
+        backlog_bound=backlog,
+        queue_bound=queue,
+        check_seconds=3600,
+    )
+    pressure.check()
+    receiver.runtime.backpressure = pressure
+    return pressure
+
+
+def _standard_delivery(secret: str, index: int) -> tuple[bytes, dict[str, str]]:
+    body = dumps({"type": "invoice.paid", "data": {"n": index}})
+    return body, signed("standard", secret, body, msg_id=f"msg_backpressure_{index}")
+
+
+def test_past_the_backlog_bound_deliveries_get_503_with_retry_after_and_are_not_recorded(
+    receiver: Receiver,
+) -> None:
+    source, secret = make_source("standard")
+    receiver.add(source)
+    pressure = _pressure(receiver, backlog=3)
+    for index in range(3):
+        body, headers = _standard_delivery(secret, index)
+        assert receiver.send("standard", body, headers).status_code == 202
+    pressure.check()  # the thread would, every backpressure_check_seconds
+    assert pressure.backlog == 3
+
+    body, headers = _standard_delivery(secret, 3)
+    refused = receiver.send("standard", body, headers)
+
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == str(receiver.runtime.retry_after_seconds)
+    assert refused.json() == {
+        "error": "backpressure",
+        "retry_after": receiver.runtime.retry_after_seconds,
+    }
+    assert receiver.rows() == 3
+    assert receiver.outcomes("standard")["backpressure"] == 1
+    # Once the dispatcher has caught up, the sender's retry of the same delivery is recorded.
+    receiver.inbox.mark_dispatched(
+        [e.id for e in receiver.events("standard")], datetime.now(timezone.utc)
+    )
+    pressure.check()
+    accepted = receiver.send("standard", body, headers)
+    assert accepted.status_code == 202, accepted.text
+    assert receiver.rows() == 4
+    assert receiver.inbox.get(accepted.json()["id"]) is not None
+
+
+def test_backpressure_leaves_unknown_sources_404_and_inactive_sources_403(
+    receiver: Receiver,
+) -> None:
+    source, secret = make_source("standard", active=False)
+    receiver.add(source)
+    pressure = _pressure(receiver, backlog=1)
+    pressure.backlog = 1  # as if counted
+    body, headers = _standard_delivery(secret, 0)
+
+    assert receiver.send("nosuch", body, headers).status_code == 404
+    assert receiver.send("standard", body, headers).status_code == 403
+
+
+def test_past_the_writer_queue_bound_deliveries_get_503_and_the_queued_ones_are_recorded(
+    server: tuple[_CurrentApp, str], store: Store, cipher: Fernet
+) -> None:
+    current, base = server
+    receiver = Receiver(store, cipher, base)
+    current.app = receiver.app
+    source, secret = make_source("standard")
+    receiver.add(source)
+    _pressure(receiver, queue=2)
+    # The writer is not started yet: deliveries wait in its queue, as behind a slow store.
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            waiting = [
+                pool.submit(receiver.send, "standard", *_standard_delivery(secret, index))
+                for index in range(2)
+            ]
+            deadline = time.monotonic() + 30
+            while receiver.runtime.writer.queued() < 2:
+                assert time.monotonic() < deadline, "the two deliveries never reached the queue"
+                time.sleep(0.01)
+            with requests.Session() as other:
+                refused = receiver.send("standard", *_standard_delivery(secret, 2), session=other)
+            receiver.runtime.writer.start()
+            answers = [future.result(timeout=30) for future in waiting]
+    finally:
+        current.app = None
+        receiver.runtime.writer.stop()
+
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == str(receiver.runtime.retry_after_seconds)
+    assert [answer.status_code for answer in answers] == [202, 202]
+    assert receiver.rows() == 2
+    assert {e.id for e in receiver.events("standard")} == {a.json()["id"] for a in answers}
+
+
 # --- body size -----------------------------------------------------------------------------
 
 
@@ -1409,8 +1514,25 @@ def test_standalone_receiver_records_a_signed_delivery_and_answers_404_for_no_so
         )
         # Airflow's authenticated stats route is the API server's only.
         stats = requests.get(standalone.base + "receiver/stats", timeout=30)
+        # Its dispatcher is off: the backlog it counts (every second) reaches the one event.
+        deadline = time.monotonic() + 60
+        while (health := requests.get(standalone.base + "receiver/health", timeout=30)).json()[
+            "backlog"
+        ] < 1:
+            assert time.monotonic() < deadline, health.text
+            time.sleep(0.2)
     finally:
         status = standalone.stop()
+
+    assert health.status_code == 200
+    assert health.json() == {
+        "running": True,
+        "backlog": 1,
+        "backlog_bound": 20000,
+        "writer_queue": 0,
+        "writer_queue_bound": 2000,
+        "backpressure": False,
+    }
 
     assert accepted.status_code == 202, accepted.text
     assert unknown.status_code == 404

@@ -76,6 +76,35 @@ OPTIONS: tuple[Option, ...] = (
         "Most events turned into asset events in one Airflow metadata DB transaction.",
     ),
     Option(
+        "backpressure_backlog",
+        "integer",
+        "20000",
+        "Recorded events not yet dispatched (across every process sharing the store) from which "
+        "the receiver answers 503 with Retry-After instead of recording more, until the "
+        "dispatcher catches up. Counted every backpressure_check_seconds, so the bound may be "
+        "passed by what arrives in that time. 0: no bound.",
+    ),
+    Option(
+        "backpressure_writer_queue",
+        "integer",
+        "2000",
+        "Deliveries waiting for this process's store writer from which it answers 503 with "
+        "Retry-After: the store is not keeping up, and the sender would otherwise wait until it "
+        "times out. 0: no bound.",
+    ),
+    Option(
+        "backpressure_retry_after_seconds",
+        "integer",
+        "30",
+        "The Retry-After (seconds) of a 503 answered under backpressure.",
+    ),
+    Option(
+        "backpressure_check_seconds",
+        "float",
+        "1.0",
+        "How often each receiving process counts the undispatched backlog.",
+    ),
+    Option(
         "outbound_allow_networks",
         "string",
         "",

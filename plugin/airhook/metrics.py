@@ -57,8 +57,8 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "airhook.receiver.writer_queue",
         "gauge",
-        "Deliveries waiting for the group-commit writer in this process, set when backpressure "
-        "is checked.",
+        "Deliveries waiting for the group-commit writer in this process, set every "
+        "`[airhook] backpressure_check_seconds`.",
     ),
     Metric(
         "airhook.inbox.recorded",
@@ -68,7 +68,9 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "airhook.inbox.backlog",
         "gauge",
-        "Recorded events not yet dispatched, counted up to the backpressure bound plus one.",
+        "Recorded events not yet dispatched (all processes), counted up to "
+        "`[airhook] backpressure_backlog` (10,000 without a bound) every "
+        "`[airhook] backpressure_check_seconds` by each receiving process.",
     ),
     Metric(
         "airhook.dispatcher.dispatched",

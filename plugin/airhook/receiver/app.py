@@ -47,7 +47,7 @@ from starlette.datastructures import Headers
 from starlette.responses import Response
 from starlette.routing import Route
 
-from airhook import config
+from airhook import config, metrics
 from airhook.core.catalog import Catalog, load_catalog
 from airhook.core.errors import (
     AirhookError,
@@ -58,6 +58,7 @@ from airhook.core.errors import (
 )
 from airhook.core.ids import new_event_id
 from airhook.core.received_headers import kept_headers
+from airhook.receiver.backpressure import Backpressure
 from airhook.receiver.metrics import ReceiverMetrics
 from airhook.receiver.pipeline import Ignored, check_delivery
 from airhook.receiver.source_cache import SourceCache
@@ -98,6 +99,16 @@ class ReceiverRuntime:
     metrics: ReceiverMetrics = field(default_factory=ReceiverMetrics)
     dispatcher: Any = None
     sender: Any = None
+    backpressure: Backpressure | None = None
+    retry_after_seconds: int = 30
+
+    def __post_init__(self) -> None:
+        seconds = str(self.retry_after_seconds)
+        self.backpressure_answer = _answer(
+            503,
+            {"error": "backpressure", "retry_after": self.retry_after_seconds},
+            retry_after=seconds,
+        )
 
     @classmethod
     def start(cls) -> ReceiverRuntime:
@@ -110,6 +121,7 @@ class ReceiverRuntime:
         from airhook.store.migrate import upgrade
         from airhook.store.sources import SourceRepository
 
+        metrics.start()  # Airflow sets its public metrics up in tasks only
         store = get_store()
         upgrade(store)
         catalog = load_catalog()
@@ -133,6 +145,14 @@ class ReceiverRuntime:
             InboxRepository(store), on_commit=dispatcher.wake if dispatcher else (lambda: None)
         )
         writer.start()
+        backpressure = Backpressure(
+            InboxRepository(store).backlog,
+            writer.queued,
+            backlog_bound=config.get_int("backpressure_backlog"),
+            queue_bound=config.get_int("backpressure_writer_queue"),
+            check_seconds=config.get_float("backpressure_check_seconds"),
+        )
+        backpressure.start()
         return cls(
             catalog=catalog,
             sources=sources,
@@ -140,12 +160,16 @@ class ReceiverRuntime:
             default_max_body=config.get_int("max_body_bytes"),
             dispatcher=dispatcher,
             sender=start_configured_sender(store, catalog),
+            backpressure=backpressure,
+            retry_after_seconds=config.get_int("backpressure_retry_after_seconds"),
         )
 
     def stop(self) -> None:
         """Finish queued writes, stop the threads."""
         if self.sender is not None:
             self.sender.stop()
+        if self.backpressure is not None:
+            self.backpressure.stop()
         self.writer.stop()
         self.sources.stop()
         if self.dispatcher is not None:
@@ -257,7 +281,7 @@ class WebhookEndpoint:
         if prepared is None:
             if current.sources.unreadable(source_name):
                 # Configured, but its secrets cannot be read here: the sender should retry.
-                current.metrics.count(source_name, "source_unavailable")
+                current.metrics.count(source_name, "source_unavailable", rejected=True)
                 log.error("airhook cannot verify deliveries to %s: answering 503", source_name)
                 return _SOURCE_UNAVAILABLE
             # Counted under one label: a name the caller chose must not become a metric key.
@@ -265,6 +289,11 @@ class WebhookEndpoint:
         source = prepared.source
         if not source.active:
             return _reject(current, source.name, 403, "source_inactive")
+        if current.backpressure is not None and current.backpressure.refuse():
+            # Before the body is read and checked: shedding load is the point. Nothing is
+            # recorded, so nothing acknowledged can be lost; the sender comes back later.
+            current.metrics.count(source.name, "backpressure", rejected=True)
+            return current.backpressure_answer
         headers = Headers(scope=scope)
         try:
             body = await _read_body(
@@ -315,7 +344,7 @@ class WebhookEndpoint:
         try:
             recorded = await current.writer.record(event)
         except Exception:
-            current.metrics.count(source.name, "store_unavailable")
+            current.metrics.count(source.name, "store_unavailable", rejected=True)
             return _STORE_UNAVAILABLE
         if recorded.status == "duplicate":
             current.metrics.count(source.name, "duplicate")
@@ -423,11 +452,12 @@ def create_app(runtime: ReceiverRuntime | None = None, *, standalone: bool = Fal
 
         @app.get(f"{prefix}/receiver/health", include_in_schema=False)
         async def health(request: Request) -> Response:
-            """Whether this process can receive (for a load balancer): no counts, no names."""
-            running = request.app.state.runtime is not None
+            """Whether this process can receive (for a load balancer), and its backpressure
+            state: no per-source counts, no names."""
+            current: ReceiverRuntime | None = request.app.state.runtime
             return Response(
-                orjson.dumps({"running": running}),
-                status_code=200 if running else 503,
+                orjson.dumps(_health(current)),
+                status_code=200 if current is not None else 503,
                 media_type="application/json",
             )
 
@@ -439,9 +469,7 @@ def create_app(runtime: ReceiverRuntime | None = None, *, standalone: bool = Fal
     async def stats(request: Request) -> dict[str, Any]:
         """Counts of deliveries by source and outcome, in this API server process."""
         current: ReceiverRuntime | None = request.app.state.runtime
-        if current is None:
-            return {"running": False, "sources": {}}
-        return {"running": True, "sources": current.metrics.snapshot()}
+        return {**_health(current), "sources": current.metrics.snapshot() if current else {}}
 
     return app
 
@@ -454,10 +482,29 @@ def create_standalone_app() -> FastAPI:
     return create_app(standalone=True)
 
 
+def _health(current: ReceiverRuntime | None) -> dict[str, Any]:
+    """Whether the receiver runs, and what its backpressure sees: the undispatched backlog
+    (all processes, counted up to the bound), this process's writer queue, and whether
+    deliveries are being answered 503 now."""
+    if current is None:
+        return {"running": False}
+    pressure = current.backpressure
+    if pressure is None:
+        return {"running": True}
+    return {
+        "running": True,
+        "backlog": pressure.backlog,
+        "backlog_bound": pressure.backlog_bound,
+        "writer_queue": current.writer.queued(),
+        "writer_queue_bound": pressure.queue_bound,
+        "backpressure": pressure.over(),
+    }
+
+
 def _reject(
     runtime: ReceiverRuntime, source: str, status: int, reason: str, **details: Any
 ) -> _Answer:
-    runtime.metrics.count(source, reason)
+    runtime.metrics.count(source, reason, rejected=True)
     # Reason codes only: never a header, a signature or a payload value.
     log.warning("airhook rejected a delivery to %s: %d %s", source, status, reason)
     return _error(status, reason, **details)

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections import Counter
 
-from airhook.airflow_internals import incr
+from airhook import metrics
 
 __all__ = ["ReceiverMetrics"]
 
@@ -20,11 +20,16 @@ class ReceiverMetrics:
         self._counts: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
 
-    def count(self, source: str, outcome: str) -> None:
-        """Count one delivery's outcome (``accepted``, ``duplicate``, or a rejection reason)."""
+    def count(self, source: str, outcome: str, *, rejected: bool = False) -> None:
+        """Count one delivery's outcome (``accepted``, ``duplicate``, an ignored reason, or,
+        ``rejected``, the reason of an error answer)."""
         with self._lock:
             self._counts[(source, outcome)] += 1
-        incr(f"airhook.receiver.{outcome}", tags={"source": source})
+        tags = {"source": source}
+        metrics.incr("airhook.receiver.received", tags=tags)
+        metrics.incr(f"airhook.receiver.{outcome}", tags=tags)
+        if rejected:
+            metrics.incr("airhook.receiver.rejected", tags={"source": source, "reason": outcome})
 
     def snapshot(self) -> dict[str, dict[str, int]]:
         """Return {source: {outcome: count}}."""

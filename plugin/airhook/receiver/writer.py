@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from airhook import metrics
 from airhook.store.errors import describe_error
 from airhook.store.inbox import InboxRepository, NewEvent, Recorded
 
@@ -98,6 +99,10 @@ class GroupCommitWriter:
             self._queue.put(None)
             self._thread.join(timeout)
 
+    def queued(self) -> int:
+        """How many deliveries wait for the writer thread (approximate, lock-free)."""
+        return self._queue.qsize()
+
     async def record(self, event: NewEvent) -> Recorded:
         """Queue ``event`` and return once its batch is committed (or raise the store's error)."""
         loop = asyncio.get_running_loop()
@@ -140,7 +145,11 @@ class GroupCommitWriter:
             else:
                 outcomes = [(None, exc)] * len(batch)  # the database itself: every one is 503
         _hand_back(batch, outcomes)
-        if any(result is not None and result.status == "created" for result, _ in outcomes):
+        created = sum(
+            1 for result, _ in outcomes if result is not None and result.status == "created"
+        )
+        if created:
+            metrics.incr("airhook.inbox.recorded", created)
             self._on_commit()
 
     def _write_one(self, event: NewEvent) -> tuple[Recorded | None, Any]:

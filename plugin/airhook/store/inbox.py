@@ -245,6 +245,16 @@ class InboxRepository:
             ).all()
         return [_event(row) for row in rows]
 
+    def backlog(self, limit: int) -> int:
+        """Count undispatched events, stopping at ``limit``: the receiver's backpressure asks
+        every second, and only whether a bound is passed, so the count reads at most ``limit``
+        index entries however large the backlog."""
+        undispatched = (
+            sa.select(inbox.c.id).where(inbox.c.dispatched_at.is_(None)).limit(limit).subquery()
+        )
+        with self._store.read() as connection:
+            return int(connection.scalar(sa.select(sa.func.count()).select_from(undispatched)) or 0)
+
     def begin_dispatch(self, event_ids: Sequence[str]) -> None:
         """Count a dispatch attempt for each event, before anything is written to Airflow.
 
