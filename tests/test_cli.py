@@ -1226,6 +1226,7 @@ EXPECTED_COMMANDS = (
         ("deliveries", "replay"),
         ("deliveries", "deliver-due"),
         ("activity",),
+        ("prune",),
         ("db", "migrate"),
     }
 )

@@ -145,6 +145,42 @@ OPTIONS: tuple[Option, ...] = (
         "replay or 'airhook deliveries deliver-due'.",
     ),
     Option(
+        "retention_events_days",
+        "integer",
+        "30",
+        "Days a recorded inbound event is kept once it has been dispatched: it goes when both "
+        "its receipt and its latest dispatch are older. An event not dispatched yet is never "
+        "pruned. After that, its detail, its re-dispatch and AirhookInboxHook.get_event are "
+        "gone, and a delivery of it sent again would be recorded as new: keep events longer "
+        "than any platform retries. 0 keeps them for ever.",
+    ),
+    Option(
+        "retention_deliveries_days",
+        "integer",
+        "30",
+        "Days a delivered outbound delivery (with its attempt log) is kept after it was "
+        "delivered. Dead letters (failed or dead) are kept until replayed or purged on purpose "
+        "('airhook prune --dead-letters'); pending, sending and paused deliveries are never "
+        "pruned. 0 keeps delivered ones for ever.",
+    ),
+    Option(
+        "prune_interval_seconds",
+        "float",
+        "300",
+        "How often the receiving processes (API server processes, the standalone receiver) "
+        "prune what the retention options let go, in the background: one process at a time "
+        "(a lease), in batches with a pause between, so the receiver keeps recording. 0 starts "
+        "no background pruning: 'airhook prune' then does it when run.",
+    ),
+    Option(
+        "prune_batch_size",
+        "integer",
+        "1000",
+        "Most events or deliveries one pruning transaction deletes (with their attempts). "
+        "Smaller batches hold SQLite's write lock, which the receiver waits for, for less time "
+        "each.",
+    ),
+    Option(
         "payload_in_extra_max_bytes",
         "integer",
         "65536",

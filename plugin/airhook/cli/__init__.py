@@ -1,8 +1,8 @@
 """The ``airhook`` command: inbound sources and their recorded events, outbound subscriptions
-and their deliveries, the activity per hour, and the store.
+and their deliveries, the activity per hour, pruning, and the store.
 
 One module per group of commands (``sources``, ``events``, ``subscriptions``, ``deliveries``,
-``activity``, ``db``). Every command but ``db`` goes through the management services
+``activity``, ``prune``, ``db``). Every command but ``db`` goes through the management services
 (:mod:`airhook.manage`), as the REST API and the page do, and prints what they answer: a table
 or a summary, or with ``--json`` the REST API's own JSON document. They raise airhook's errors,
 which :func:`main` turns into one line on standard error and an exit status. Anything else is a
@@ -16,7 +16,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from airhook.cli import activity, db, deliveries, events, sources, subscriptions
+from airhook.cli import activity, db, deliveries, events, prune, sources, subscriptions
 from airhook.cli._common import CommandError
 from airhook.core.errors import (
     AirhookError,
@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     subscriptions.add_commands(commands)
     deliveries.add_commands(commands)
     activity.add_commands(commands)
+    prune.add_commands(commands)
     db.add_commands(commands)
     return parser
 

@@ -18,6 +18,7 @@ by the action that generated it, and never shown again.
                                              redispatch
       .deliveries()     DeliveryService      list · get (attempts) · replay
       .activity()       ActivityService      counts per hour, rejections by reason
+      .retention()      RetentionService     prune (or count, a dry run) what retention lets go
       .catalog_info()   CatalogService       platforms, events grouped, setup steps
 """
 

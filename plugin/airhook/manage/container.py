@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from airhook.manage.catalog import CatalogService
     from airhook.manage.deliveries import DeliveryService
     from airhook.manage.events import EventService
+    from airhook.manage.retention import RetentionService
     from airhook.manage.sources import SourceService
     from airhook.manage.subscriptions import SubscriptionService
     from airhook.store.engine import Store
@@ -148,6 +149,12 @@ class Services:
         from airhook.manage.activity import ActivityService
 
         return ActivityService(self)
+
+    def retention(self) -> RetentionService:
+        """Pruning what retention lets go, or counting it (a dry run)."""
+        from airhook.manage.retention import RetentionService
+
+        return RetentionService(self)
 
     def catalog_info(self) -> CatalogService:
         """Platforms, events and setup steps."""

@@ -112,11 +112,12 @@ class ReceiverRuntime:
 
     @classmethod
     def start(cls) -> ReceiverRuntime:
-        """Migrate the store, load sources, start the writer and (if enabled) the dispatcher and
-        the background sender."""
+        """Migrate the store, load sources, start the writer and (if enabled) the dispatcher,
+        the background sender and the background pruner."""
         from airhook.crypto import airflow_cipher
         from airhook.delivery.sender import start_configured_sender
         from airhook.dispatcher import Dispatcher
+        from airhook.pruner import start_configured_pruner
         from airhook.store import get_store
         from airhook.store.migrate import upgrade
         from airhook.store.sources import SourceRepository
@@ -153,7 +154,7 @@ class ReceiverRuntime:
             check_seconds=config.get_float("backpressure_check_seconds"),
         )
         backpressure.start()
-        return cls(
+        runtime = cls(
             catalog=catalog,
             sources=sources,
             writer=writer,
@@ -163,9 +164,15 @@ class ReceiverRuntime:
             backpressure=backpressure,
             retry_after_seconds=config.get_int("backpressure_retry_after_seconds"),
         )
+        # The pruner has no dataclass field of its own (yet): kept in the instance's namespace.
+        vars(runtime)["pruner"] = start_configured_pruner(store)
+        return runtime
 
     def stop(self) -> None:
         """Finish queued writes, stop the threads."""
+        pruner = vars(self).get("pruner")
+        if pruner is not None:
+            pruner.stop()  # between two batches: the one in hand finishes first
         if self.sender is not None:
             self.sender.stop()
         if self.backpressure is not None:
