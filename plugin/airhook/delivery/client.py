@@ -10,6 +10,8 @@ or why nothing did. Signing, settling and recording are the callers' (through th
   sends and verifies the URL's host name. Literal IP hosts skip resolvers; the caller's check
   has judged them already, and they cannot change.
 - **No redirects**: one could lead past the policy.
+- **One request per call**: a broken connection is not silently retried (aiohttp resends a
+  PUT on a reset connection by itself); the caller's retry schedule decides.
 - **Bounded reads**: at most ``read_limit`` bytes of an answer.
 - **One failure vocabulary** (:func:`describe_failure`): a call that got no answer raises
   :class:`~airhook.core.errors.DeliveryError` whose ``retryable`` is the rule for everyone: a
@@ -146,12 +148,19 @@ def open_session(policy: DestinationPolicy, *, limit: int | None = None) -> aioh
         limit=100 if limit is None else limit,
     )
     # One session, many endpoints: no cookies.
-    return aiohttp.ClientSession(
+    session = aiohttp.ClientSession(
         connector=connector,
         cookie_jar=aiohttp.DummyCookieJar(),
         headers={"User-Agent": USER_AGENT},
         trust_env=False,
     )
+    # aiohttp sends an idempotent request (PUT, DELETE) a second time, at once, when the
+    # connection breaks before the answer (RFC 9112 §9.3.1 allows it). Here one attempt is one
+    # request: the receiver may have acted on the first, the retry schedule says when the next
+    # comes, and every attempt is logged. Only this private switch turns it off (aiohttp's own
+    # test client sets it); tests/test_client_resend.py fails should it stop working.
+    session._retry_connection = False
+    return session
 
 
 def client_timeout(seconds: float) -> aiohttp.ClientTimeout:
