@@ -16,6 +16,8 @@ from airhook.store import Store
 from airhook.store.migrate import upgrade
 from devstack.postgres import PostgresServer, postgres_binaries
 
+pytest_plugins = ["tests.log_secrets"]  # after the whole run: no secret in any log file
+
 _REPLACED_HANDLERS: list[int] = []
 
 
