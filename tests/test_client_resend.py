@@ -43,9 +43,7 @@ async def _call(method: str, url: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["PUT", "PATCH", "POST"])
-def test_a_reset_connection_is_not_resent_by_the_session(
-    resetting: Receiver, method: str
-) -> None:
+def test_a_reset_connection_is_not_resent_by_the_session(resetting: Receiver, method: str) -> None:
     with pytest.raises(DeliveryError) as failure:
         asyncio.run(_call(method, resetting.url("/reset")))
     assert failure.value.retryable
