@@ -10,6 +10,11 @@ changes that), by default on 8793 and 8794, where a second stack would collide. 
 API server on another machine; here the API server reads the log folder that the task runners
 and the triggerer write. ``tests/e2e/test_demo.py`` checks that nothing of the demo's stack
 listens anywhere but 127.0.0.1.
+
+Two more components run on request: ``celery-worker`` (``airflow celery worker``, when the stack
+has a ``celery_broker_url``: CeleryExecutor, Redis as the broker, Celery's results in the
+metadata DB) and ``receiver``, airhook's standalone receiver (``python -m airhook.receiver``).
+The worker runs without its log server too, for the same reason.
 """
 
 from __future__ import annotations
@@ -29,12 +34,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMPONENTS", "AirflowStack", "free_port"]
+__all__ = ["CELERY_WORKER", "COMPONENTS", "RECEIVER", "AirflowStack", "free_port"]
 
 _SECRETS_LOCK = threading.Lock()
 COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 # The components that start a log server unless told not to.
-SERVE_LOGS = ("scheduler", "triggerer")
+SERVE_LOGS = ("scheduler", "triggerer", "celery-worker")
+#: ``airflow celery worker``: only for a stack with a ``celery_broker_url``.
+CELERY_WORKER = "celery-worker"
+#: airhook's standalone receiver (``python -m airhook.receiver``), on a port of its own.
+RECEIVER = "receiver"
+HEALTH_PATHS = {"api-server": "/api/v2/monitor/health", RECEIVER: "/airhook/receiver/health"}
 ADMIN_USER = "admin"
 
 
@@ -51,6 +61,10 @@ class AirflowStack:
 
     :param metadata_url: Airflow's metadata DB (default: SQLite in ``home``).
     :param airhook_url: the airhook store (default: SQLite in ``home``).
+    :param celery_broker_url: run tasks with CeleryExecutor through this broker (a Redis URL,
+        ``devstack.redis.RedisServer``), results in the metadata DB, which must then be
+        PostgreSQL (``metadata_url``); default: Airflow's default executor (LocalExecutor).
+    :param celery_concurrency: task processes of each Celery worker.
     :param extra_env: more environment (``AIRFLOW__SECTION__KEY`` settings).
     """
 
@@ -59,12 +73,16 @@ class AirflowStack:
     port: int = field(default_factory=free_port)
     metadata_url: str | None = None
     airhook_url: str | None = None
+    celery_broker_url: str | None = None
+    celery_concurrency: int = 4
     extra_env: Mapping[str, str] = field(default_factory=dict)
     admin_password: str = "airhook-admin"  # noqa: S105 (a throw-away local stack)
     # Where the API server looks for a running task's served log: ports of this stack's own, on
     # which nothing listens, so that it never reads another Airflow's log server on 8793/8794.
     log_server_ports: tuple[int, int] = field(default_factory=lambda: (free_port(), free_port()))
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # Where each component's log was when it last started (its logs are appended to).
+    log_starts: dict[str, int] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -128,8 +146,27 @@ class AirflowStack:
             env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] = self.metadata_url
         if self.airhook_url:
             env["AIRFLOW__AIRHOOK__DATABASE_URL"] = self.airhook_url
+        if self.celery_broker_url:
+            env.update(self.celery_env())
         env.update(self.extra_env)
         return env
+
+    def celery_env(self) -> dict[str, str]:
+        """CeleryExecutor's settings: the broker, results in the metadata DB, the worker's size."""
+        if not self.metadata_url or not self.metadata_url.startswith("postgresql"):
+            raise ValueError("CeleryExecutor here needs the metadata DB on PostgreSQL")
+        # Celery's database backend takes "db+" and a SQLAlchemy URL; the driver stays named
+        # (SQLAlchemy 2.1's default for postgresql:// is psycopg 3, which is not installed).
+        backend = "db+" + self.metadata_url
+        return {
+            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+            "AIRFLOW__CELERY__BROKER_URL": str(self.celery_broker_url),
+            "AIRFLOW__CELERY__RESULT_BACKEND": backend,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(self.celery_concurrency),
+            # The provider's default is a day: a task a dead worker had taken from the queue but
+            # not finished would wait that long to be handed out again.
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "300",
+        }
 
     # --- commands ----------------------------------------------------------------------------
 
@@ -179,26 +216,44 @@ class AirflowStack:
         return self.home / "logs" / f"{component}.log"
 
     def start_component(
-        self, component: str, *, name: str | None = None, port: int | None = None
+        self,
+        component: str,
+        *,
+        name: str | None = None,
+        port: int | None = None,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         """Start one component in its own process group.
 
         :param name: the key to stop it by (default: the component); lets a second API server run
-            beside the first, e.g. ``start_component("api-server", name="api-server-2", port=p)``.
-        :param port: the API server's port (default: the stack's).
+            beside the first, e.g. ``start_component("api-server", name="api-server-2", port=p)``,
+            or a second Celery worker (whose Celery node name it becomes).
+        :param port: the API server's port (default: the stack's); the receiver's (required).
+        :param env: more environment for this process only.
         """
         name = name or component
         args = [sys.executable, "-m", "airflow", component]
         if component == "api-server":
             args += ["--host", "127.0.0.1", "--port", str(port or self.port), "--workers", "1"]
+        elif component == CELERY_WORKER:
+            if not self.celery_broker_url:
+                raise ValueError("a Celery worker needs a stack with a celery_broker_url")
+            args = [sys.executable, "-m", "airflow", "celery", "worker", "--skip-serve-logs"]
+            args += ["--celery-hostname", f"{name}@%h", "--without-mingle", "--without-gossip"]
+        elif component == RECEIVER:
+            if port is None:
+                raise ValueError("the standalone receiver needs a port")
+            args = [sys.executable, "-m", "airhook.receiver", "--host", "127.0.0.1"]
+            args += ["--port", str(port)]
         elif component in SERVE_LOGS:
             args.append("--skip-serve-logs")
         path = self.log_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as log_file:
+            self.log_starts[name] = log_file.tell()
             self.processes[name] = subprocess.Popen(  # noqa: S603
                 args,
-                env=self.env(),
+                env={**self.env(), **(env or {})},
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
@@ -220,11 +275,19 @@ class AirflowStack:
                 self.start_component(component)
 
     def wait_healthy(
-        self, timeout: float = 180, *, name: str = "api-server", port: int | None = None
+        self,
+        timeout: float = 180,
+        *,
+        name: str = "api-server",
+        port: int | None = None,
+        component: str = "api-server",
     ) -> None:
-        """Wait until an API server (and the airhook receiver in it) answers."""
+        """Wait until an API server (and the airhook receiver in it) answers.
+
+        :param component: ``receiver`` for the standalone receiver (its health URL).
+        """
         deadline = time.monotonic() + timeout
-        url = f"http://127.0.0.1:{port or self.port}/api/v2/monitor/health"
+        url = f"http://127.0.0.1:{port or self.port}{HEALTH_PATHS[component]}"
         while time.monotonic() < deadline:
             process = self.processes.get(name)
             if process is not None and process.poll() is not None:
@@ -235,6 +298,24 @@ class AirflowStack:
             except (urllib.error.URLError, OSError):
                 time.sleep(0.5)
         raise TimeoutError(f"{name} did not answer in {timeout} s:\n{self.tail(name)}")
+
+    def wait_log(self, name: str, text: str, timeout: float = 180) -> None:
+        """Wait until a component's log, since it last started, has ``text``.
+
+        E.g. a Celery worker's ``ready.``: it takes tasks from then on.
+        """
+        deadline = time.monotonic() + timeout
+        path = self.log_path(name)
+        while time.monotonic() < deadline:
+            process = self.processes.get(name)
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{name} exited:\n{self.tail(name)}")
+            with path.open("rb") as log:
+                log.seek(self.log_starts.get(name, 0))
+                if text.encode() in log.read():
+                    return
+            time.sleep(0.5)
+        raise TimeoutError(f"{name} did not log {text!r} in {timeout} s:\n{self.tail(name)}")
 
     def stop_component(
         self, component: str, *, sig: int = signal.SIGTERM, timeout: float = 30
