@@ -61,8 +61,6 @@ __all__ = [
     "dags_scheduled_on",
     "dispatch_session",
     "fernet",
-    "gauge",
-    "incr",
     "lock_dag",
     "lock_queue",
     "metadata_is_sqlite",
@@ -110,34 +108,19 @@ def initialize_metrics() -> None:
         log.warning("airhook could not set up Airflow's metrics", exc_info=True)
 
 
-def incr(name: str, count: int = 1, tags: dict[str, str] | None = None) -> None:
-    """Count ``name`` in Airflow's metrics (StatsD or OpenTelemetry, as configured); never fail
-    (a warning, once per name).
-
-    Through ``airflow.observability.stats``, the server components' metrics, which the API
-    server sets up at start (``airflow.sdk.observability.stats`` is the task SDK's own copy, left
-    unset there: counts sent to it from the API server vanish).
+def _count_asset_updates(count: int) -> None:
+    """Count ``asset.updates`` in Airflow's server metrics, as ``register_asset_change`` does
+    for each asset event it makes (Airflow's own metric, so it goes where Airflow's go: the
+    server components' stats module, not the public one airhook's own metrics use); never fail.
     """
     try:
         from airflow.observability.stats import Stats
 
-        Stats.incr(name, count=count, tags=tags or {})
-    except Exception:  # metrics must never break receiving or dispatching
-        if name not in _failed_metrics:
-            _failed_metrics.add(name)
-            log.warning("airhook could not emit the metric %s", name, exc_info=True)
-
-
-def gauge(name: str, value: float, tags: dict[str, str] | None = None) -> None:
-    """Set the gauge ``name`` in Airflow's metrics, as :func:`incr` counts; never fail."""
-    try:
-        from airflow.observability.stats import Stats
-
-        Stats.gauge(name, value, tags=tags or {})
-    except Exception:  # metrics must never break sending
-        if name not in _failed_metrics:
-            _failed_metrics.add(name)
-            log.warning("airhook could not emit the metric %s", name, exc_info=True)
+        Stats.incr("asset.updates", count=count, tags={})
+    except Exception:  # metrics must never break dispatching
+        if not _failed_metrics:
+            _failed_metrics.add("asset.updates")
+            log.warning("airhook could not count asset.updates", exc_info=True)
 
 
 def fernet() -> Any:
@@ -402,7 +385,7 @@ def _insert_asset_events(
         )
         notifications.append(partial(AssetManager.nofity_asset_event_emitted, asset_event=emitted))
     # As register_asset_change counts each event it makes.
-    incr("asset.updates", count=len(rows))
+    _count_asset_updates(len(rows))
 
 
 def lock_queue(session: Any, asset_ids: set[int]) -> None:

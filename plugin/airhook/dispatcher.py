@@ -33,6 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from airhook import airflow_internals as airflow
+from airhook import metrics
 from airhook.core.asset_uris import uris_for
 from airhook.core.errors import LeaseLostError
 from airhook.requeue import QueueKeeper
@@ -257,7 +258,11 @@ class Dispatcher:
         ids = [event.id for event in events]
         self._inbox.begin_dispatch(ids)
         self._write_to_airflow(events, fence)
-        self._inbox.mark_dispatched(ids, datetime.now(timezone.utc))
+        now = datetime.now(timezone.utc)
+        self._inbox.mark_dispatched(ids, now)
+        metrics.incr("airhook.dispatcher.dispatched", len(events))
+        oldest = min(event.received_at for event in events)
+        metrics.gauge("airhook.dispatcher.lag_seconds", max(0.0, (now - oldest).total_seconds()))
         return len(events)
 
     def _write_to_airflow(

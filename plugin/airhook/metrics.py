@@ -3,13 +3,14 @@
 Airflow routes them to StatsD, DogStatsD or OpenTelemetry as ``[metrics]`` says, with its
 prefix (``airflow.`` by default). Every name airhook sends is declared in :data:`METRICS`, and
 ``docs/metrics.md`` lists each one (a test holds the two together): a name nobody declared is
-refused here, so a metric cannot appear undocumented.
+not sent (and logged), so a metric cannot appear undocumented.
 
-Why :func:`start`: the public stats module is set up by the task runner in a worker, but
-nothing sets it up in the API server, the standalone receiver or the triggerer, where the
-receiver, the dispatcher, the sender and the pruner run. There, what is sent before
-:func:`start` goes nowhere; airhook's long-running parts call it once as they start, as
-Airflow's own serialisation module does.
+Why :func:`start`: the task runner sets the public stats module up in a worker, and Airflow's
+serialisation module does when it is first imported (the API server imports it); nothing
+promises that import in the standalone receiver or the triggerer. airhook's long-running parts
+(the receiver runtime: receiver, dispatcher, sender, pruner) call :func:`start` once as they
+start, which sets it up from ``[metrics]`` the same way, so their metrics do not depend on what
+else happened to be imported.
 
 A metric never fails its caller: a backend that raises is logged once per name.
 """
@@ -46,8 +47,9 @@ METRICS: tuple[Metric, ...] = (
         "airhook.receiver.{outcome}",
         "counter",
         "Deliveries by outcome: `accepted` (recorded, 202), `duplicate`, an ignored reason, or "
-        "a rejection reason (the `error` of the answer: `bad_signature`, `schema_violation`, "
-        "`backpressure`, …). Tag `source` (`_unknown` for names that are not a source).",
+        "a rejection reason (the `error` of the answer: `no_matching_signature`, "
+        "`schema_violation`, `backpressure`, …). Tag `source` (`_unknown` for names that are "
+        "not a source).",
     ),
     Metric(
         "airhook.receiver.rejected",
@@ -75,7 +77,8 @@ METRICS: tuple[Metric, ...] = (
     Metric(
         "airhook.dispatcher.dispatched",
         "counter",
-        "Events turned into asset events (one per event, however many assets).",
+        "Events a dispatch round settled: turned into asset events (one count per event, "
+        "however many assets), or found to have no asset a DAG is scheduled on.",
     ),
     Metric(
         "airhook.dispatcher.lag_seconds",
@@ -87,7 +90,8 @@ METRICS: tuple[Metric, ...] = (
         "airhook.delivery.{outcome}",
         "counter",
         "Outbound delivery attempts by outcome: `delivered`, `retry` (failed, another attempt "
-        "is scheduled), `dead_letter` (failed for good), `superseded`.",
+        "is scheduled), `failed` (refused for good: a 4xx other than 408/429, a 410) and "
+        "`dead` (the last scheduled attempt failed). `failed` and `dead` are dead letters.",
     ),
     Metric(
         "airhook.delivery.attempt_seconds",
@@ -153,7 +157,12 @@ def start() -> None:
 
 def _send(kind: str, name: str, value: float, tags: dict[str, str] | None) -> None:
     if not _declared(name):
-        raise ValueError(f"airhook metric {name!r} is not declared in airhook.metrics.METRICS")
+        # Not sent: a name must be documented before it exists. Logged, not raised (a metric
+        # never fails its caller); tests/test_metrics.py finds such calls before they ship.
+        if name not in _failed:
+            _failed.add(name)
+            log.error("airhook metric %r is not declared in airhook.metrics.METRICS", name)
+        return
     try:
         from airflow.sdk.observability import stats
 

@@ -9,13 +9,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
+
+from airhook import metrics
 
 if TYPE_CHECKING:
     from airhook.delivery.rounds import Round
     from airhook.store.outbox import OutboxRepository, Settled
 
 __all__ = ["Recorder"]
+
+#: The metric outcome of each settled status (``pending``: another attempt is scheduled).
+_OUTCOMES = {"delivered": "delivered", "pending": "retry", "failed": "failed", "dead": "dead"}
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +85,8 @@ class Recorder:
         for name, reason in recorded.disabled.items():
             self._state.disabled.add(name)
             log.warning("subscription %s disabled: %s", name, reason)
+        if recorded.disabled:
+            metrics.incr("airhook.subscription.auto_disabled", len(recorded.disabled))
         if recorded.stale:
             log.warning(
                 "%d deliveries were taken over by another sender while this one sent them "
@@ -97,6 +105,7 @@ class Recorder:
                         self._state.retrying.remove(mid)
         for settled in done:
             self._held.pop(settled.attempt.message_id, None)
+        _count(done, set(recorded.stale))
 
     async def close(self) -> None:
         """Wait for the running flush, flush the rest; raise what a flush raised."""
@@ -106,3 +115,17 @@ class Recorder:
             await self._flush()
         if self.error is not None:
             raise self.error
+
+
+def _count(done: list[Settled], stale: set[str]) -> None:
+    """Send the metrics of recorded outcomes: one count per outcome and flush, one timing per
+    attempt that got an answer or failed trying (not those another sender took over)."""
+    outcomes: Counter[str] = Counter()
+    for settled in done:
+        if settled.attempt.message_id in stale:
+            continue
+        outcomes[_OUTCOMES[settled.status]] += 1
+        if settled.attempt.latency_ms is not None:
+            metrics.timing("airhook.delivery.attempt_seconds", settled.attempt.latency_ms / 1000)
+    for outcome, count in outcomes.items():
+        metrics.incr(f"airhook.delivery.{outcome}", count)

@@ -17,7 +17,7 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from airhook import airflow_internals as airflow
+from airhook import metrics
 from airhook.store.errors import describe_error
 from airhook.store.times import utc_now
 
@@ -72,12 +72,12 @@ class BackgroundSender:
         now = utc_now()
         oldest = self._engine.outbox.oldest_due(now)
         lag = 0.0 if oldest is None else max(0.0, (now - oldest).total_seconds())
-        airflow.gauge(LAG_METRIC, lag)
+        metrics.gauge(LAG_METRIC, lag)
         if oldest is None:
             return 0
         sent = self._engine.deliver(limit=self._batch_size).deliveries
         if sent:
-            airflow.incr(SENT_METRIC, sent)
+            metrics.incr(SENT_METRIC, sent)
             log.info("airhook sender: %d due deliveries attempted (lag %.1fs)", sent, lag)
         return sent
 
