@@ -154,3 +154,27 @@ def test_airflow_providers_list_shows_airhook(tmp_path: Path) -> None:
     ours = [p for p in providers if p["package_name"] == DIST]
     assert len(ours) == 1, providers
     assert ours[0]["version"] == airhook.__version__
+
+
+def test_every_airhook_option_is_documented_with_its_default() -> None:
+    """Each ``[airhook]`` option is in a table row of docs/ that gives its default."""
+    from airhook.config import OPTIONS
+
+    docs = Path(__file__).resolve().parent.parent / "docs"
+    rows = [
+        line
+        for page in docs.glob("*.md")
+        for line in page.read_text().splitlines()
+        if line.startswith("| `")
+    ]
+    for option in OPTIONS:
+        documented = [
+            row
+            for row in rows
+            if row.startswith((f"| `{option.name}` |", f"| `[airhook] {option.name}` |"))
+        ]
+        assert documented, f"[airhook] {option.name} has no row in a table of docs/"
+        if option.default:
+            assert any(option.default in row for row in documented), (
+                f"[airhook] {option.name}: its default {option.default!r} is not in its row"
+            )
