@@ -21,6 +21,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 __all__ = ["METRICS", "Metric", "gauge", "incr", "start", "timing"]
 
@@ -123,15 +124,24 @@ METRICS: tuple[Metric, ...] = (
 
 _DECLARED = tuple(metric.name.split("{", 1)[0] for metric in METRICS)
 _failed: set[str] = set()
+_module: Any = None
 _started = False
 _start_lock = threading.Lock()
 
 
+_checked: set[str] = set()  # names found declared: the receiver sends a few per delivery
+
+
 def _declared(name: str) -> bool:
-    return any(
+    if name in _checked:
+        return True
+    if any(
         name == declared or (declared.endswith(".") and name.startswith(declared))
         for declared in _DECLARED
-    )
+    ):
+        _checked.add(name)  # a fixed set: names are constants and reason codes, never input
+        return True
+    return False
 
 
 def start() -> None:
@@ -155,6 +165,16 @@ def start() -> None:
             log.warning("airhook could not set up Airflow's metrics", exc_info=True)
 
 
+def _stats() -> Any:
+    """Airflow's public stats module (imported once: the receiver sends per delivery)."""
+    global _module
+    if _module is None:
+        from airflow.sdk.observability import stats
+
+        _module = stats
+    return _module
+
+
 def _send(kind: str, name: str, value: float, tags: dict[str, str] | None) -> None:
     if not _declared(name):
         # Not sent: a name must be documented before it exists. Logged, not raised (a metric
@@ -164,8 +184,7 @@ def _send(kind: str, name: str, value: float, tags: dict[str, str] | None) -> No
             log.error("airhook metric %r is not declared in airhook.metrics.METRICS", name)
         return
     try:
-        from airflow.sdk.observability import stats
-
+        stats = _stats()
         if kind == "incr":
             stats.incr(name, count=int(value), tags=tags or {})
         elif kind == "gauge":
