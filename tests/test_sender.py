@@ -18,6 +18,7 @@ from cryptography.fernet import Fernet
 
 from airhook.delivery.sender import BackgroundSender, start_configured_sender
 from airhook.store import Store
+from airhook.store.migrate import upgrade
 from airhook.store.outbox import NewDelivery, OutboxRepository
 from airhook.store.subscriptions import SubscriptionRepository
 from tests.statsd import statsd_lines
@@ -237,3 +238,28 @@ def test_the_receiver_runtime_starts_and_stops_the_sender(
     finally:
         runtime.stop()
     assert not thread.is_alive()
+
+
+def test_the_configured_sender_sends_at_most_sender_batch_size_a_round(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, receiver: Receiver
+) -> None:
+    monkeypatch.setenv("AIRFLOW__AIRHOOK__SENDER_POLL_SECONDS", "3600")  # rounds by hand here
+    monkeypatch.setenv("AIRFLOW__AIRHOOK__SENDER_BATCH_SIZE", "2")
+    monkeypatch.setenv("AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS", "127.0.0.1/32")
+    key = Fernet(Fernet.generate_key())
+    monkeypatch.setattr("airhook.crypto.airflow_cipher", lambda: key)
+    store = Store(f"sqlite:///{tmp_path / 'batch.db'}")
+    upgrade(store)
+    SubscriptionRepository(store, key).create(subscription("a", receiver.url()))
+    add_due(store, "a", 5)
+    sender = start_configured_sender(store)
+    assert sender is not None
+    try:
+        rounds = [sender.run_once() for _ in range(4)]
+    finally:
+        sender.stop()
+
+    # The thread's own first round (at start) takes its share too; no round takes more than 2.
+    assert max(rounds) == 2, rounds
+    assert rounds[-1] == 0, rounds
+    assert sorted(receiver.ids().values()) == [1] * 5

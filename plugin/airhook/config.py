@@ -181,6 +181,14 @@ OPTIONS: tuple[Option, ...] = (
         "each.",
     ),
     Option(
+        "sender_batch_size",
+        "integer",
+        "500",
+        "Most due deliveries the background sender claims and sends in one round; a round's "
+        "requests finish before the process can stop, so a smaller batch stops sooner, a "
+        "larger one drains a backlog with fewer rounds.",
+    ),
+    Option(
         "payload_in_extra_max_bytes",
         "integer",
         "65536",

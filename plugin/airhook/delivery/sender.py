@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 LAG_METRIC = "airhook.sender.lag_seconds"
 SENT_METRIC = "airhook.sender.sent"
-#: Most deliveries claimed in one round: a round's requests finish before stop() can end it.
+#: Most deliveries claimed in one round by default (``[airhook] sender_batch_size``): a round's
+#: requests finish before stop() can end it.
 BATCH_SIZE = 500
 
 
@@ -109,7 +110,9 @@ def start_configured_sender(
         from airhook.delivery.engine import DeliveryEngine
 
         sender = BackgroundSender(
-            DeliveryEngine(store, airflow_cipher(), catalog=catalog), poll_seconds=poll
+            DeliveryEngine(store, airflow_cipher(), catalog=catalog),
+            poll_seconds=poll,
+            batch_size=config.get_int("sender_batch_size"),
         )
         sender.start()
     except Exception as exc:
