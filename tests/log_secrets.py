@@ -57,6 +57,7 @@ _fernet_keys: set[str] = set()
 _harvested: dict[str, str] = {}  # secret -> label, read from stores before they went away
 _harvest_notes: list[str] = []
 _findings_key = pytest.StashKey[list["Finding"]]()
+_counts_key = pytest.StashKey[tuple[int, int, str]]()
 
 
 @dataclass(frozen=True)
@@ -307,8 +308,10 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if factory is None or getattr(factory, "_basetemp", None) is None:
         return  # no test made a temporary directory: nothing was written there
     root = Path(factory.getbasetemp())
-    findings = scan(log_files(root), secret_values(root))
+    files, secrets = list(log_files(root)), secret_values(root)
+    findings = scan(files, secrets)
     session.config.stash[_findings_key] = findings
+    session.config.stash[_counts_key] = (len(files), len(secrets), str(root))
     if findings:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
@@ -319,8 +322,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
         return
     for note in _harvest_notes:
         terminalreporter.write_line(f"log secrets: {note}")
+    files, secrets, root = config.stash.get(_counts_key, (0, 0, "?"))
     if not findings:
-        terminalreporter.write_line("log secrets: no secret in any log file written")
+        terminalreporter.write_line(
+            f"log secrets: {files} log files under {root} scanned for {secrets} secrets "
+            "and generated ones: none found"
+        )
         return
     terminalreporter.section("secrets in log files", sep="=", red=True, bold=True)
     for finding in findings[:200]:
