@@ -427,7 +427,7 @@ def test_stop_ends_a_round_between_batches(store: Store) -> None:
     add_events(
         store, [f"evt_{n}" for n in range(500)], received=ago(40, now), dispatched=ago(40, now)
     )
-    pruner = BackgroundPruner(store, Retention(30, 30), interval_seconds=3600, batch_size=1)
+    pruner = BackgroundPruner(store, Retention(30, 30), interval_seconds=0.05, batch_size=1)
     pruner.start()
     wait_for(lambda: len(event_ids(store)) < 500)
     pruner.stop()

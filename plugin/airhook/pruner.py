@@ -1,10 +1,11 @@
 """The background pruner: what has been kept long enough goes without anyone acting.
 
 A thread beside the dispatcher and the sender, in every process whose receiver app starts (each
-API server process, the standalone receiver). Every ``[airhook] prune_interval_seconds`` it
-prunes as ``[airhook] retention_events_days`` and ``retention_deliveries_days`` say, in batches
-of ``[airhook] prune_batch_size`` (:func:`airhook.retention.prune`: one short write transaction
-each, a pause between, so the receiver keeps recording).
+API server process, the standalone receiver). Every ``[airhook] prune_interval_seconds`` (the
+first time one interval after it starts) it prunes as ``[airhook] retention_events_days`` and
+``retention_deliveries_days`` say, in batches of ``[airhook] prune_batch_size``
+(:func:`airhook.retention.prune`: one short write transaction each, a pause between, so the
+receiver keeps recording).
 
 Why a lease (:class:`~airhook.store.leases.LeaseRepository`): many processes run the thread,
 and pruning twice at once would only double the writes competing with the receiver's. One
@@ -74,7 +75,11 @@ class BackgroundPruner:
         self._renewed = 0.0  # time.monotonic() of the last lease renewal
 
     def start(self) -> None:
-        """Start the pruner thread (its first round at once)."""
+        """Start the pruner thread; its first round comes one interval later.
+
+        Why not at once: a process starting is busy enough (migrations, workers booting, a
+        backlog to dispatch), and replicas restarted together would all try at that moment.
+        """
         self._thread = threading.Thread(target=self._run, name="airhook-pruner", daemon=True)
         self._thread.start()
 
@@ -123,12 +128,11 @@ class BackgroundPruner:
         return False
 
     def _run(self) -> None:
-        while not self._stop.is_set():
+        while not self._stop.wait(self._interval):
             try:
                 self.run_once()
             except Exception as exc:
                 log.error("airhook pruner round failed (%s); retrying", describe_error(exc))
-            self._stop.wait(self._interval)
 
 
 def start_configured_pruner(store: Store) -> BackgroundPruner | None:
