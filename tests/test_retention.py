@@ -487,7 +487,7 @@ def test_the_receiver_runtime_starts_and_stops_the_pruner(
     monkeypatch.setattr("airhook.crypto.airflow_cipher", lambda: key)
     runtime = ReceiverRuntime.start()
     try:
-        pruner = vars(runtime)["pruner"]
+        pruner = runtime.pruner
         assert isinstance(pruner, BackgroundPruner)
         thread = pruner._thread
         assert thread is not None

@@ -99,6 +99,7 @@ class ReceiverRuntime:
     metrics: ReceiverMetrics = field(default_factory=ReceiverMetrics)
     dispatcher: Any = None
     sender: Any = None
+    pruner: Any = None
     backpressure: Backpressure | None = None
     retry_after_seconds: int = 30
 
@@ -122,7 +123,7 @@ class ReceiverRuntime:
         from airhook.store.migrate import upgrade
         from airhook.store.sources import SourceRepository
 
-        metrics.start()  # Airflow sets its public metrics up in tasks only
+        metrics.start()  # see airhook.metrics: not every process has them set up
         store = get_store()
         upgrade(store)
         catalog = load_catalog()
@@ -154,7 +155,7 @@ class ReceiverRuntime:
             check_seconds=config.get_float("backpressure_check_seconds"),
         )
         backpressure.start()
-        runtime = cls(
+        return cls(
             catalog=catalog,
             sources=sources,
             writer=writer,
@@ -163,16 +164,13 @@ class ReceiverRuntime:
             sender=start_configured_sender(store, catalog),
             backpressure=backpressure,
             retry_after_seconds=config.get_int("backpressure_retry_after_seconds"),
+            pruner=start_configured_pruner(store),
         )
-        # The pruner has no dataclass field of its own (yet): kept in the instance's namespace.
-        vars(runtime)["pruner"] = start_configured_pruner(store)
-        return runtime
 
     def stop(self) -> None:
         """Finish queued writes, stop the threads."""
-        pruner = vars(self).get("pruner")
-        if pruner is not None:
-            pruner.stop()  # between two batches: the one in hand finishes first
+        if self.pruner is not None:
+            self.pruner.stop()  # between two batches: the one in hand finishes first
         if self.sender is not None:
             self.sender.stop()
         if self.backpressure is not None:
