@@ -7,7 +7,9 @@ deliveries over 32 and then over 128 concurrent connections: each phase is LOAD_
 sustained load, then TAIL_BURSTS short bursts of TAIL_SECONDS. Once Airflow has settled, a phase
 checks:
 
-- every answer was a 2xx (or a 503 with ``Retry-After``), with no transport error;
+- every answer was a 2xx or a 503 with ``Retry-After``, with no transport error, and the load
+  went past the backpressure bound (BACKLOG_BOUND undispatched events): some answers were
+  ``503 backpressure``;
 - every component is alive and no lock error (``database is locked``, a deadlock, a lock
   timeout) is in its log;
 - every acknowledged event is exactly one asset event, none twice;
@@ -72,6 +74,10 @@ SETTLE_SECONDS = 240
 #: not consume what is left. airhook's own re-queueing acts within seconds of a burst's end.
 STILL_SECONDS = 30
 POLL_SECONDS = 1
+#: The receiver's backlog bound (``[airhook] backpressure_backlog``): low enough that the load
+#: passes it (a dispatch round takes longer than the few ms in which this many arrive), so each
+#: phase runs past it and back; every answer is still a 2xx or a 503 with ``Retry-After``.
+BACKLOG_BOUND = 20
 
 SOURCE = "burst"
 EVENT = "message.received"
@@ -127,7 +133,16 @@ def stack(
             "metadata_url": create_postgres_database(base),
             "airhook_url": create_postgres_database(base),
         }
-    airflow = AirflowStack(home=root / "home", dags_folder=dags, **urls)
+    airflow = AirflowStack(
+        home=root / "home",
+        dags_folder=dags,
+        extra_env={
+            "AIRFLOW__AIRHOOK__BACKPRESSURE_BACKLOG": str(BACKLOG_BOUND),
+            "AIRFLOW__AIRHOOK__BACKPRESSURE_CHECK_SECONDS": "0.2",
+            "AIRFLOW__AIRHOOK__BACKPRESSURE_RETRY_AFTER_SECONDS": "1",
+        },
+        **urls,
+    )
     airflow.migrate()
     airflow.airhook(
         "sources",
@@ -211,7 +226,7 @@ class Answers:
         return {
             answer: count
             for answer, count in self.counts.items()
-            if not re.fullmatch(r"2\d\d|503", answer)
+            if not re.fullmatch(r"2\d\d|503|503 backpressure", answer)
         }
 
 
@@ -234,6 +249,8 @@ async def _load(url: str, connections: int, seconds: float, answers: Answers) ->
                     status = str(answer.status)
                     if answer.status == 503 and "Retry-After" not in answer.headers:
                         status = "503 without Retry-After"
+                    elif answer.status == 503 and b'"backpressure"' in raw:
+                        status = "503 backpressure"
                     elif 200 <= answer.status < 300:
                         try:
                             answers.acknowledged.append(str(json.loads(raw)["id"]))
@@ -470,6 +487,11 @@ def test_burst_every_acknowledged_event_runs_the_dag_once(
         failures.append(
             f"{sum(answers.unacceptable.values())} of {sum(answers.counts.values())} answers "
             f"were neither 2xx nor a 503 with Retry-After: {answers.unacceptable}"
+        )
+    if not answers.counts["503 backpressure"]:
+        failures.append(
+            f"the load never passed the backpressure bound ({BACKLOG_BOUND} undispatched "
+            "events): no answer was 503 backpressure"
         )
     if len(acknowledged) != len(answers.acknowledged):
         failures.append(
