@@ -24,6 +24,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from airhook.background import Periodic
 from airhook.retention import Pruned, Retention, prune
 from airhook.store.errors import describe_error
 from airhook.store.leases import LeaseRepository
@@ -70,8 +71,8 @@ class BackgroundPruner:
         self._batch_size = batch_size
         self._lease_seconds = lease_seconds
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # The first round one interval after the start: see start().
+        self._loop = Periodic("airhook pruner", self._round, interval_seconds, at_once=False)
         self._renewed = 0.0  # time.monotonic() of the last lease renewal
 
     def start(self) -> None:
@@ -80,14 +81,19 @@ class BackgroundPruner:
         Why not at once: a process starting is busy enough (migrations, workers booting, a
         backlog to dispatch), and replicas restarted together would all try at that moment.
         """
-        self._thread = threading.Thread(target=self._run, name="airhook-pruner", daemon=True)
-        self._thread.start()
+        self._loop.start()
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        return self._loop.thread
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread: at once between batches and rounds, after the batch in hand."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
+
+    def _round(self) -> bool:
+        self.run_once()
+        return False  # a round prunes all it may: the next one is an interval later
 
     def run_once(self, now: datetime | None = None) -> Pruned | None:
         """One round, if this process gets the lease: prune what is past the cut-offs at
@@ -117,7 +123,7 @@ class BackgroundPruner:
 
     def _between(self, pause: float) -> bool:
         """Wait ``pause`` between two batches; go on unless stopping or the lease is lost."""
-        if self._stop.wait(pause):
+        if self._loop.stopping.wait(pause):
             return False
         if time.monotonic() - self._renewed < self._lease_seconds / 3:
             return True
@@ -126,13 +132,6 @@ class BackgroundPruner:
             return True
         log.warning("airhook pruner %s lost its lease mid-round; stopping the round", self.holder)
         return False
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            try:
-                self.run_once()
-            except Exception as exc:
-                log.error("airhook pruner round failed (%s); retrying", describe_error(exc))
 
 
 def start_configured_pruner(store: Store) -> BackgroundPruner | None:

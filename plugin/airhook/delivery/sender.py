@@ -18,6 +18,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from airhook import metrics
+from airhook.background import Periodic
 from airhook.store.errors import describe_error
 from airhook.store.times import utc_now
 
@@ -52,21 +53,23 @@ class BackgroundSender:
         if batch_size < 1:
             raise ValueError("batch_size is at least 1")
         self._engine = engine
-        self._poll_seconds = poll_seconds
         self._batch_size = batch_size
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        # A full batch is followed by the next at once: there may be more due.
+        self._loop = Periodic(
+            "airhook sender", lambda: self.run_once() >= batch_size, poll_seconds, at_once=True
+        )
+
+    @property
+    def _thread(self) -> threading.Thread | None:
+        return self._loop.thread
 
     def start(self) -> None:
         """Start the sender thread."""
-        self._thread = threading.Thread(target=self._run, name="airhook-sender", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the thread: at once between rounds, after its requests within one."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
 
     def run_once(self) -> int:
         """One round: report the lag, send up to a batch of due deliveries; return how many."""
@@ -81,16 +84,6 @@ class BackgroundSender:
             metrics.incr(SENT_METRIC, sent)
             log.info("airhook sender: %d due deliveries attempted (lag %.1fs)", sent, lag)
         return sent
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                sent = self.run_once()
-            except Exception as exc:
-                log.error("airhook sender round failed (%s); retrying", describe_error(exc))
-                sent = 0
-            if sent < self._batch_size:
-                self._stop.wait(self._poll_seconds)
 
 
 def start_configured_sender(

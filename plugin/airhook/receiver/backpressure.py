@@ -20,11 +20,11 @@ size). Hence the backlog bound is soft: it may be passed by what arrives within 
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import Callable
 
 from airhook import metrics
+from airhook.background import Periodic
 from airhook.store.errors import describe_error
 
 __all__ = ["Backpressure"]
@@ -55,28 +55,23 @@ class Backpressure:
         self._writer_queue = writer_queue
         self.backlog_bound = max(0, backlog_bound)
         self.queue_bound = max(0, queue_bound)
-        self._check_seconds = check_seconds
-        #: undispatched events at the last count, at most ``backlog_bound`` (+1 without a bound)
+        #: undispatched events at the last count, at most ``backlog_bound`` (10,000 without a bound)
         self.backlog = 0
         self._refusing_since: float | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = Periodic("airhook backpressure", self._round, check_seconds, at_once=False)
 
     def start(self) -> None:
         """Count the backlog once now (so the first request knows it), then in a thread."""
         self.check()
-        self._thread = threading.Thread(target=self._run, name="airhook-backpressure", daemon=True)
-        self._thread.start()
+        self._loop.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop counting."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._loop.stop(timeout)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._check_seconds):
-            self.check()
+    def _round(self) -> bool:
+        self.check()
+        return False
 
     def check(self) -> None:
         """Count the backlog now (up to the bound; up to 10,000 when there is none, for the
