@@ -336,6 +336,47 @@ def test_op_passes_auth_on_every_write(api: Api, method: str, path: str, body: A
         assert api.delete(f"/{kind}/never").status_code == 204
 
 
+def test_an_anonymous_body_is_refused_401_before_any_of_it_is_read(api: Api) -> None:
+    pulled: list[int] = []
+
+    def body() -> Iterator[bytes]:  # 4 MiB, streamed: nothing is sent until it is asked for
+        for _ in range(64):
+            pulled.append(1)
+            yield b"x" * 65536
+
+    answer = api.client.post(
+        API + "/sources", content=body(), headers={"Content-Type": "application/json"}
+    )
+    malformed = api.client.post(
+        API + "/sources", content=b"{not json", headers={"Content-Type": "application/json"}
+    )
+
+    assert answer.status_code == 401, answer.text
+    assert answer.json() == {"detail": "Not authenticated"}
+    assert pulled == []
+    assert malformed.status_code == 401  # not 422: who is asking comes first
+
+
+def test_a_body_over_one_mib_is_refused_413_also_when_it_comes_in_chunks(api: Api) -> None:
+    from airhook.api.gate import MAX_BODY_BYTES
+
+    headers = {"Authorization": f"Bearer {api.tokens['op']}", "Content-Type": "application/json"}
+    padded = {"name": unique("big"), "profile": "rkt", "description": "x" * MAX_BODY_BYTES}
+
+    declared = api.client.post(API + "/sources", json=padded, headers=headers)
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(17):
+            yield b" " * 65536  # whitespace: valid JSON padding, were it read whole
+
+    streamed = api.client.post(API + "/sources", content=chunks(), headers=headers)
+    assert (declared.status_code, streamed.status_code) == (413, 413), streamed.text
+    assert api.get(f"/sources/{padded['name']}").status_code == 404
+    # Just under the limit is read and judged on its merits.
+    small = api.client.post(API + "/sources", content=b" " * 1000 + b"{}", headers=headers)
+    assert small.status_code == 422
+
+
 def test_an_expired_token_is_401_and_a_forged_one_403(api: Api) -> None:
     from airflow.api_fastapi.app import get_auth_manager
     from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
@@ -1066,7 +1107,7 @@ def test_the_page_may_be_framed_by_airflow_only_and_loads_nothing_foreign(
 
 
 def test_a_422_for_too_many_ids_is_small(api: Api) -> None:
-    ids = [f"evt_{n:024d}" for n in range(100_000)]
+    ids = [f"evt_{n:024d}" for n in range(20_000)]  # 640 KB: under the 1 MiB body limit
     for path in ("/events/redispatch", "/deliveries/replay"):
         answer = api.post(path, {"ids": ids})
         assert answer.status_code == 422

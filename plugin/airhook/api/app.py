@@ -31,6 +31,7 @@ from starlette.types import Scope
 
 from airhook.api import deliveries, errors, events, overview, sources, subscriptions
 from airhook.api.auth import Reader
+from airhook.api.gate import RequestGate
 from airhook.api.params import ServicesHolder
 from airhook.manage.container import Services
 from airhook.manage.sources import Poster
@@ -143,6 +144,8 @@ def create_app(
         "route needs an Airflow login (bearer token or the UI's session): viewers read, "
         "op and admin write.",
     )
+    # Before FastAPI reads a body: none without credentials, none over 1 MiB (airhook.api.gate).
+    app.add_middleware(RequestGate)
     app.state.services = ServicesHolder(services or _configured(receiver))
     app.state.receiver_poster = receiver_poster(receiver) if receiver is not None else _unavailable
     app.state.url_prefix = url_prefix
