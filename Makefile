@@ -8,7 +8,7 @@ PYVER := $(shell $(PYTHON) -c 'import sys; print(f"{sys.version_info[0]}.{sys.ve
 CONSTRAINTS := constraints/constraints-$(PYVER).txt
 STAMP := $(VENV)/.installed-$(PYVER)
 
-.PHONY: install test lint demo bench bench-receiver bench-outbound bench-dispatch bench-manage constraints clean
+.PHONY: install test lint demo bench bench-receiver bench-outbound bench-dispatch bench-manage bench-backpressure constraints clean
 
 install: $(STAMP)
 
@@ -45,6 +45,9 @@ bench-dispatch: $(STAMP)
 
 bench-manage: $(STAMP)
 	PYTHONPATH=. $(PY) bench/manage.py
+
+bench-backpressure: $(STAMP)
+	PYTHONPATH=. $(PY) bench/backpressure.py
 
 constraints: $(STAMP)
 	$(PY) -m pip freeze --all --exclude-editable | grep -v '^airflow-provider-airhook' > $(CONSTRAINTS).new

@@ -5,7 +5,9 @@ two minutes and needs ``wrk`` (``apt-get install -y wrk``). ``--standalone-worke
 standalone receiver N worker processes (default 1, like the other two targets);
 ``--airhook-db-url postgresql+psycopg2://…/<empty database>`` puts the airhook store on
 PostgreSQL instead of an SQLite file (Airflow's own database stays SQLite); ``--keep`` keeps the
-working directory (logs, wrk output).
+working directory (logs, wrk output). ``--backpressure`` runs only bench/backpressure.py instead
+(open-loop steps up to the rate at which backpressure starts, and the dispatch lag under it; the
+other arguments are that script's) and exits.
 
 What is measured, in one run (in this order: 4 for both airhook targets, then 2, 1a, 1b, 1c,
 2 again, with 3 after each airhook run):
@@ -969,7 +971,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         action="store_true",
         help="keep the working directory (Airflow home, logs, wrk output) and print its path",
     )
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--backpressure",
+        action="store_true",
+        help="run only bench/backpressure.py (the rate at which backpressure starts, the dispatch "
+        "lag under it) with the other arguments, which are its own, and exit",
+    )
+    given = list(sys.argv[1:] if argv is None else argv)
+    if "--backpressure" in given:
+        import backpressure
+
+        return backpressure.main([arg for arg in given if arg != "--backpressure"])
+    args = parser.parse_args(given)
     if shutil.which("wrk") is None:
         print(
             "bench/receiver.py needs wrk, the HTTP load generator, and it is not installed.\n"
