@@ -2,7 +2,7 @@
 dispatch lag under it.
 
 Run it with ``make bench-backpressure`` (= ``PYTHONPATH=. .venv/bin/python bench/backpressure.py``)
-or ``bench/receiver.py --backpressure``; about 6 minutes per target. ``--standalone`` measures the
+or ``bench/receiver.py --backpressure``; about 4–5 minutes per target. ``--standalone`` measures the
 standalone receiver too (its events dispatched by the API server); ``--airhook-db-url
 postgresql+psycopg2://…/<empty database>`` puts the airhook store on PostgreSQL (Airflow's own
 database stays SQLite); ``--keep`` keeps the working directory (Airflow home, logs).
@@ -27,7 +27,7 @@ holds that many, sending waits, and the step's achieved send rate falls below it
 report gives the achieved rate, never only the target). Each request is a unique, correctly
 signed 1,024-byte RKT ``message.received`` delivery (bench/receiver.py's ``Deliveries``), each
 step its own set. A 503 is counted and not retried (a real sender would come back after
-``Retry-After``). The steps go up RATES (50, 100, 200, 400, 800, 1,600 req/s) on ``bench`` for
+``Retry-After``). The steps go up RATES (50, 100, … 3,200 req/s, doubling) on ``bench`` for
 STEP_SECONDS each, until a step gets 503s or the client cannot keep the rate; then one step at
 the geometric middle between the last step without backpressure and the first with it (REFINE),
 then the highest step without backpressure and the lowest with it again (``--repeats``, in all 2
