@@ -132,8 +132,13 @@ def inbox_count(stack: AirflowStack) -> int:
         engine.dispose()
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = 120, interval: float = 1.0) -> Any:
-    """Return the first truthy value of ``condition()``, or fail after ``timeout`` seconds."""
+def wait_for(condition: Callable[[], Any], timeout: float = 240, interval: float = 1.0) -> Any:
+    """Return the first truthy value of ``condition()``, or fail after ``timeout`` seconds.
+
+    The default is generous: a wait ends as soon as its condition holds, and on a loaded
+    two-core machine a task can take minutes to be scheduled, run and reported (a run of the
+    pipeline suite beside other suites once took over 120 s for one task).
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = condition()
