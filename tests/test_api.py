@@ -899,6 +899,47 @@ def test_replay_of_a_subscriptions_dead_letters(api: Api, endpoint: HTTPServer) 
     assert api.get(f"/subscriptions/{name}").json()["deliveries"]["delivered"] == 2
 
 
+def test_a_replay_of_over_100_is_left_to_the_background_sender(
+    api: Api, endpoint: HTTPServer
+) -> None:
+    from airhook.api.deliveries import SENT_IN_REQUEST
+
+    endpoint.expect_request("/many").respond_with_data("ok")
+    name = new_subscription(api, endpoint.url_for("/many"))["subscription"]["name"]
+    ids = publish(api, name, SENT_IN_REQUEST + 1)
+    first = len(endpoint.log)
+    assert api.get(f"/subscriptions/{name}").json()["deliveries"]["delivered"] == len(ids)
+
+    answer = api.post(
+        "/deliveries/replay",
+        {"subscription": name, "dead_only": False, "include_delivered": True},
+    ).json()
+
+    assert sorted(answer["replayed"]) == sorted(ids)
+    assert answer["background"] is True
+    assert answer["delivered"] == 0  # none sent within the request: all due, for the sender
+    deadline = time.monotonic() + 120
+    while api.get(f"/subscriptions/{name}").json()["deliveries"]["delivered"] < len(ids):
+        assert time.monotonic() < deadline, "the background sender did not send the replay"
+        time.sleep(0.5)
+    # Each sent once more, by the sender.
+    again = [request.headers["webhook-id"] for request, _ in endpoint.log[first:]]
+    assert sorted(again) == sorted(ids)
+
+
+def test_a_replay_of_100_or_fewer_is_sent_within_the_request(
+    api: Api, endpoint: HTTPServer
+) -> None:
+    endpoint.expect_request("/few").respond_with_data("refused", status=400)
+    name = new_subscription(api, endpoint.url_for("/few"), retry_schedule=[0])["subscription"]
+    ids = publish(api, name["name"], 3)
+    endpoint.clear()
+    endpoint.expect_request("/few").respond_with_data("back")
+    answer = api.post("/deliveries/replay", {"subscription": name["name"]}).json()
+    assert "background" not in answer
+    assert (sorted(answer["replayed"]), answer["delivered"]) == (sorted(ids), 3)
+
+
 def test_replay_needs_ids_or_a_subscription(api: Api) -> None:
     assert field_of(api.post("/deliveries/replay", {}))[1] == "ids"
     assert api.post("/deliveries/replay", {"subscription": "no-such-sub"}).status_code == 404

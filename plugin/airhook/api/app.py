@@ -188,14 +188,22 @@ def _configured(receiver: Any) -> Callable[[], Services]:
     def build() -> Services:
         from airhook import airflow_internals
 
+        def runtime() -> Any:
+            return getattr(getattr(receiver, "state", None), "runtime", None)
+
         def rejections() -> dict[str, dict[str, int]]:
-            runtime = getattr(getattr(receiver, "state", None), "runtime", None)
-            return runtime.metrics.snapshot() if runtime is not None else {}
+            running = runtime()
+            return running.metrics.snapshot() if running is not None else {}
+
+        def background_sender() -> bool:
+            running = runtime()
+            return running is not None and running.sender is not None
 
         return Services.from_config(
             asset_events_of=airflow_internals.asset_events_of,
             dags_scheduled_on=airflow_internals.dags_scheduled_on,
             rejections=rejections,
+            background_sender=background_sender,
         )
 
     return build

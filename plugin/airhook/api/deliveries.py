@@ -43,11 +43,17 @@ def list_deliveries(
     return page.as_dict()
 
 
+#: Most deliveries a replay sends within its request; more are left to the background sender.
+SENT_IN_REQUEST = 100
+
+
 @router.post("/replay")
 def replay_deliveries(body: Replay, user: Writer, services: ServicesDep) -> Any:
     """Send deliveries again, now: ``ids``, or a subscription's dead letters (``dead_only``) or
-    undelivered ones in a time window; ``{"replayed": [ids], ...counts}``."""
+    undelivered ones in a time window; ``{"replayed": [ids], ...counts}``. Over 100 are made due
+    and sent by the background sender (``"background": true``)."""
     return services.deliveries().replay(
+        background_beyond=SENT_IN_REQUEST,
         ids=body.ids,
         subscription=body.subscription,
         since=body.since,

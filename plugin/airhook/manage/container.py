@@ -73,6 +73,8 @@ class Services:
         it an event's detail lists no asset events.
     :param dags_scheduled_on: reads which DAGs schedule on assets (API server only).
     :param rejections: this process's receiver rejections, ``{source: {reason: n}}``.
+    :param background_sender: whether a background sender runs in this process (the API
+        server's), to which a large replay can be left.
     """
 
     def __init__(
@@ -85,6 +87,7 @@ class Services:
         asset_events_of: AssetEventsOf | None = None,
         dags_scheduled_on: DagsScheduledOn | None = None,
         rejections: Callable[[], dict[str, dict[str, int]]] | None = None,
+        background_sender: Callable[[], bool] | None = None,
     ) -> None:
         from airhook.store.inbox import InboxRepository
         from airhook.store.sources import SourceRepository
@@ -96,6 +99,7 @@ class Services:
         self.asset_events_of = asset_events_of
         self.dags_scheduled_on = dags_scheduled_on
         self.rejections = rejections or dict
+        self.background_sender = background_sender or (lambda: False)
         self.source_repository: SourceRepository = SourceRepository(store, cipher)
         self.inbox: InboxRepository = InboxRepository(store)
         self._engine: DeliveryEngine | None = None

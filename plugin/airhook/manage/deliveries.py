@@ -40,6 +40,7 @@ class DeliveryService:
     def __init__(self, services: Services) -> None:
         self._engine = services.engine
         self._outbox = services.engine.outbox
+        self._background_sender = services.background_sender
 
     def list(
         self,
@@ -88,6 +89,7 @@ class DeliveryService:
         wait: float = 0.0,
         progress: Progress | None = None,
         batch: int = REPLAY_BATCH,
+        background_beyond: int | None = None,
     ) -> dict[str, Any]:
         """Send deliveries again, now; return ``{"replayed": [ids], **summary}``.
 
@@ -98,6 +100,10 @@ class DeliveryService:
         :param wait: keep making the retries that fall due within this many seconds.
         :param progress: called with ``(done, total)`` after each ``batch`` of deliveries has
             been sent (the CLI's progress bar); without it, all are sent in one go.
+        :param background_beyond: more deliveries than this are made due and left to this
+            process's background sender, when one runs (the answer then has
+            ``"background": true`` and their counts as they stand): a replay asked for in an
+            HTTP request must not hold it for as long as thousands of deliveries take.
         """
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ConfigurationError("batch is a positive number of deliveries", field="batch")
@@ -141,6 +147,13 @@ class DeliveryService:
                 until=fields.utc(until, "until"),
                 statuses=statuses,
             )
+        if (
+            background_beyond is not None
+            and len(replayed) > background_beyond
+            and self._background_sender()
+        ):
+            summary = self._engine.summary(message_ids=replayed)
+            return {"replayed": replayed, "background": True, **summary.as_dict()}
         if progress is not None and replayed:
             progress(0, len(replayed))
             for start in range(0, len(replayed), batch):

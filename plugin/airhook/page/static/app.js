@@ -1464,7 +1464,11 @@ function replay(body) {
     body,
     (answer) => {
       const n = answer.replayed?.length ?? 0;
-      return `${n} deliver${n === 1 ? "y" : "ies"} sent again.`;
+      const what = `${n} deliver${n === 1 ? "y" : "ies"}`;
+      // Over 100, the API makes them due and the background sender sends them.
+      return answer.background
+        ? `${what} queued: the background sender sends them within seconds.`
+        : `${what} sent again.`;
     },
     "Replay failed",
   );
