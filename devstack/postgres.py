@@ -1,43 +1,38 @@
 """A throw-away PostgreSQL server on 127.0.0.1 that never outlives its owner.
 
-A server left behind outlives every later run: a ``postgres`` on a port nobody knows, its data
-directory in ``/dev/shm``. A ``finally`` in the owner is not enough, since SIGTERM, SIGHUP or
-``kill -9`` end a process without running it. So the server is not the owner's child but a
-guard's::
+The server is not the owner's child but a guard's (``devstack/_guard.py`` says why at length)::
 
     owner (pytest) --pipe--> guard (python devstack/postgres.py) --child--> postgres
 
-The guard holds the read end of a pipe whose write end only the owner holds. However the owner
-ends, the kernel closes that end; the guard then stops the server with a fast shutdown (clients
-disconnected, shared memory released; SIGKILL after a grace period) and removes its directory.
-The guard runs in a session of its own, so a Ctrl-C meant for the owner's terminal reaches only
-the owner, and postgres stays in the guard's process group, so a ``kill -9`` of that group leaves
-no server either. The guard signals the postmaster itself: through ``runuser``, SIGTERM meant a
-smart shutdown that waits for every client, and ``runuser`` killed the postmaster 2 s later,
-leaving its shared memory segments in ``/dev/shm``.
+However the owner ends, the guard stops the server with a fast shutdown (SIGINT: clients
+disconnected, shared memory released; SIGKILL after a grace period), waits for the postmaster's
+children, and removes its directory. The guard signals the postmaster itself: through
+``runuser``, SIGTERM meant a smart shutdown that waits for every client, and ``runuser`` killed
+the postmaster 2 s later, leaving its shared memory segments in ``/dev/shm``.
 
 As root, initdb and postgres run as the ``postgres`` user (they refuse to run as root).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+if __name__ == "__main__":  # the guard: devstack/ is sys.path[0] (devstack/_guard.py says why)
+    import _guard
+else:
+    from devstack import _guard
+
 __all__ = ["PostgresServer", "postgres_binaries", "processes_in"]
 
-READY = "ready"
 DATABASE_USER = "airhook"
 # A fast shutdown of a test server takes well under a second; past this the guard kills it.
 STOP_GRACE_SECONDS = 30.0
@@ -75,18 +70,14 @@ def processes_in(directory: Path) -> list[int]:
     return found
 
 
-@dataclass
-class PostgresServer:
+class PostgresServer(_guard.GuardedServer):
     """A running server: ``url`` to reach it, ``stop()`` to end it and remove ``root``.
 
-    :param root: the server's directory (data directory, socket, log).
-    :param port: its TCP port on 127.0.0.1.
-    :param guard: the guard process, whose stdin is the owner's end of the pipe.
+    ``root`` holds the data directory, the socket and the log (the other fields: as
+    ``GuardedServer`` says).
     """
 
-    root: Path
-    port: int
-    guard: subprocess.Popen[bytes]
+    STOP_TIMEOUT = STOP_GRACE_SECONDS + 30
 
     @property
     def url(self) -> str:
@@ -110,44 +101,15 @@ class PostgresServer:
         if base is None:
             shm = Path("/dev/shm")  # noqa: S108 (the guard's mkdir fails on an existing name)
             base = shm if shm.is_dir() else Path(tempfile.gettempdir())
-        root = base / f"airhook-pg-{uuid.uuid4().hex[:8]}"
-        port = free_port()
-        guard = subprocess.Popen(  # noqa: S603
-            [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                f"--root={root}",
-                f"--port={port}",
-                f"--initdb={binaries[0]}",
-                f"--postgres={binaries[1]}",
-                f"--timeout={timeout}",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
+        return cls._spawn(
+            __file__,
+            "PostgreSQL",
+            base / f"airhook-pg-{uuid.uuid4().hex[:8]}",
+            free_port(),
+            f"--initdb={binaries[0]}",
+            f"--postgres={binaries[1]}",
+            f"--timeout={timeout}",
         )
-        assert guard.stdout is not None  # stdout=PIPE
-        answer = guard.stdout.readline().decode(errors="replace").strip()
-        if answer != READY:
-            detail = answer + "\n" + guard.stdout.read().decode(errors="replace")
-            guard.stdout.close()
-            cls(root=root, port=port, guard=guard).stop()
-            raise RuntimeError(f"PostgreSQL did not start:\n{detail}")
-        guard.stdout.close()
-        return cls(root=root, port=port, guard=guard)
-
-    def stop(self, timeout: float = STOP_GRACE_SECONDS + 30) -> None:
-        """Stop the server and remove its directory; return once both are done."""
-        if self.guard.stdin is not None and not self.guard.stdin.closed:
-            self.guard.stdin.close()
-        self.guard.wait(timeout)
-
-    def __enter__(self) -> PostgresServer:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 # --- the guard (run as a script: it needs the standard library only) --------------------------
@@ -163,86 +125,42 @@ def _as_postgres_user() -> dict[str, Any]:
     return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
-def _wait_ready(server: subprocess.Popen[bytes], data: Path, deadline: float) -> None:
-    # postmaster.pid's 8th line is the server's status, "ready" once it accepts connections
-    # (what pg_ctl -w waits for).
-    pid_file = data / "postmaster.pid"
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError(f"postgres exited with {server.returncode}")
-        try:
-            lines = pid_file.read_text().splitlines()
-        except OSError:
-            lines = []
-        if len(lines) >= 8 and lines[7].strip() == READY:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("postgres did not become ready in time")
-        time.sleep(0.05)
+class _PostgresGuard(_guard.Guard):
+    NAME = "postgres"
+    LOG_NAME = "postgres.log"
+    STOP_SIGNAL = signal.SIGINT  # fast shutdown: disconnects clients, then exits
+    STOP_GRACE_SECONDS = STOP_GRACE_SECONDS
 
+    def __init__(self, root: Path, port: int, initdb: str, postgres: str) -> None:
+        super().__init__(root, port)
+        self.initdb = initdb
+        self.postgres = postgres
+        self.data = root / "data"
 
-def _stop_server(server: subprocess.Popen[bytes], root: Path) -> None:
-    if server.poll() is None:
-        server.send_signal(signal.SIGINT)  # fast shutdown: disconnects clients, then exits
-        try:
-            server.wait(STOP_GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-    # The postmaster's children leave with it; none may be left when the directory goes.
-    deadline = time.monotonic() + 10
-    while processes_in(root) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    for pid in processes_in(root):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-
-
-def _say(text: str) -> None:
-    try:
-        sys.stdout.write(text + "\n")
-        sys.stdout.flush()
-    except (OSError, ValueError):  # the owner is gone, or stdout is already closed
-        pass
-
-
-def _exit_on_signal(signum: int, _frame: object) -> None:
-    raise SystemExit(128 + signum)
-
-
-def _guard(root: Path, port: int, initdb: str, postgres: str, timeout: float) -> int:
-    """Start the server, say ``ready``, wait for the owner's end of stdin, stop, clean up."""
-    for signum in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-        signal.signal(signum, _exit_on_signal)
-    deadline = time.monotonic() + timeout
-    server: subprocess.Popen[bytes] | None = None
-    data = root / "data"
-    log = root / "postgres.log"
-    try:
+    def start_server(self, deadline: float) -> subprocess.Popen[bytes]:
         as_postgres = _as_postgres_user()
-        root.mkdir(mode=0o700)
         if as_postgres:
-            os.chown(root, as_postgres["user"], as_postgres["group"])
+            os.chown(self.root, as_postgres["user"], as_postgres["group"])
         subprocess.run(  # noqa: S603
-            [initdb, "-D", str(data), "-U", DATABASE_USER, "--auth=trust", "-E", "UTF8"],
+            [self.initdb, "-D", str(self.data), "-U", DATABASE_USER, "--auth=trust", "-E", "UTF8"],
             check=True,
             capture_output=True,
-            cwd=root,
+            cwd=self.root,
             timeout=max(1.0, deadline - time.monotonic()),
             **as_postgres,
         )
-        with log.open("wb") as log_file:
-            server = subprocess.Popen(  # noqa: S603
+        with self.log.open("wb") as log_file:
+            return subprocess.Popen(  # noqa: S603
                 [
-                    postgres,
+                    self.postgres,
                     "-D",
-                    str(data),
+                    str(self.data),
                     "-h",
                     "127.0.0.1",
                     "-p",
-                    str(port),
+                    str(self.port),
                     "-k",
-                    str(root),
+                    str(self.root),
                     "-c",
                     "fsync=on",
                     "-c",
@@ -251,37 +169,37 @@ def _guard(root: Path, port: int, initdb: str, postgres: str, timeout: float) ->
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=log_file,
-                cwd=root,
+                cwd=self.root,
                 **as_postgres,
             )
-        _wait_ready(server, data, deadline)
-        _say(READY)
-        sys.stdout.close()
-        sys.stdin.buffer.read()  # returns when the owner's end closes, however the owner ends
-        return 0
-    except Exception as error:
-        stderr = getattr(error, "stderr", None)  # initdb's, when it failed
-        detail = stderr.decode(errors="replace") if isinstance(stderr, bytes) else ""
-        if log.exists():
-            detail += log.read_text(errors="replace")[-4000:]
-        _say(f"{type(error).__name__}: {error}\n{detail}")
-        return 1
-    finally:
-        if server is not None:
-            _stop_server(server, root)
-        shutil.rmtree(root, ignore_errors=True)
+
+    def answers(self) -> bool:
+        # postmaster.pid's 8th line is the server's status, "ready" once it accepts connections
+        # (what pg_ctl -w waits for).
+        try:
+            lines = (self.data / "postmaster.pid").read_text().splitlines()
+        except OSError:
+            return False
+        return len(lines) >= 8 and lines[7].strip() == "ready"
+
+    def stop_server(self, server: subprocess.Popen[bytes]) -> None:
+        super().stop_server(server)
+        # The postmaster's children leave with it; none may be left when the directory goes.
+        deadline = time.monotonic() + 10
+        while processes_in(self.root) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        for pid in processes_in(self.root):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The guard's entry point (``PostgresServer.start`` runs it)."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--root", type=Path, required=True)
-    parser.add_argument("--port", type=int, required=True)
+    parser = _guard.arguments(__doc__.split("\n")[0], timeout=120)
     parser.add_argument("--initdb", required=True)
     parser.add_argument("--postgres", required=True)
-    parser.add_argument("--timeout", type=float, default=120)
     args = parser.parse_args(argv)
-    return _guard(args.root, args.port, args.initdb, args.postgres, args.timeout)
+    return _PostgresGuard(args.root, args.port, args.initdb, args.postgres).run(args.timeout)
 
 
 if __name__ == "__main__":

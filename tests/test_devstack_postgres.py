@@ -6,15 +6,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
 from devstack.postgres import PostgresServer, postgres_binaries, processes_in
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.guarded import REPO, assert_the_server_goes_with_its_owner, end, gone
 
 pytestmark = pytest.mark.skipif(
     postgres_binaries() is None, reason="no PostgreSQL server binaries (initdb, postgres)"
@@ -57,14 +55,9 @@ def test_waits(postgres_url, noted):
 """
 
 
-def _gone(root: Path, timeout: float = 30) -> bool:
-    """Whether, within ``timeout``, no process works in ``root`` and ``root`` is removed."""
-    deadline = time.monotonic() + timeout
-    while processes_in(root) or root.exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+def _gone(root: Path) -> bool:
+    """Whether, within 30 s, no process works in ``root`` and ``root`` is removed."""
+    return gone(root, lambda: bool(processes_in(root)))
 
 
 def _inner_pytest(tests: Path, *args: str) -> subprocess.Popen[str]:
@@ -82,13 +75,6 @@ def _inner_pytest(tests: Path, *args: str) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
     )
-
-
-def _end(process: subprocess.Popen[str]) -> None:
-    process.kill()
-    process.wait()
-    if process.stdout is not None:
-        process.stdout.close()
 
 
 def _data_directory_from(process: subprocess.Popen[str]) -> Path:
@@ -116,26 +102,9 @@ def test_stop_ends_every_process_of_the_server_and_removes_its_directory() -> No
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_the_server_goes_when_its_owner_is_killed(signum: int) -> None:
-    owner = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time; from devstack.postgres import PostgresServer; "
-            "print(PostgresServer.start().root, flush=True); time.sleep(120)",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
+    assert_the_server_goes_with_its_owner(
+        "devstack.postgres.PostgresServer", signum, lambda root, _port: bool(processes_in(root))
     )
-    try:
-        assert owner.stdout is not None
-        root = Path(owner.stdout.readline().strip())
-        assert processes_in(root)
-        owner.send_signal(signum)
-        owner.wait(30)
-        assert _gone(root)
-    finally:
-        _end(owner)
 
 
 def test_a_test_run_stopped_by_a_failure_stops_its_server(tmp_path: Path) -> None:
@@ -147,7 +116,7 @@ def test_a_test_run_stopped_by_a_failure_stops_its_server(tmp_path: Path) -> Non
         assert run.wait(120) == 1  # test_fails failed, -x stopped the run
         assert _gone(root)
     finally:
-        _end(run)
+        end(run)
 
 
 def test_a_test_run_ended_by_sigterm_tears_down_and_stops_its_server(tmp_path: Path) -> None:
@@ -162,4 +131,4 @@ def test_a_test_run_ended_by_sigterm_tears_down_and_stops_its_server(tmp_path: P
         assert (tmp_path / "torn-down").read_text() == "yes"
         assert _gone(root)
     finally:
-        _end(run)
+        end(run)

@@ -9,31 +9,17 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from devstack.redis import RedisServer, ping, redis_binary
-
-REPO = Path(__file__).resolve().parents[1]
+from tests.guarded import assert_the_server_goes_with_its_owner
 
 if redis_binary() is None:
     if os.environ.get("CI"):
         pytest.fail("redis-server is missing (.ci/run installs it)", pytrace=False)
     pytest.skip("no redis-server on this machine", allow_module_level=True)
-
-
-def _gone(root: Path, port: int, timeout: float = 30) -> bool:
-    """Whether, within ``timeout``, nothing answers on ``port`` and ``root`` is removed."""
-    deadline = time.monotonic() + timeout
-    while ping(port) or root.exists():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 def _listening_addresses(port: int) -> set[str]:
@@ -71,26 +57,6 @@ def test_the_server_answers_on_127_0_0_1_only_and_stop_removes_it() -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
 def test_the_server_goes_when_its_owner_is_killed(signum: int) -> None:
-    owner = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import time; from devstack.redis import RedisServer; "
-            "s = RedisServer.start(); print(s.root, s.port, flush=True); time.sleep(120)",
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        text=True,
+    assert_the_server_goes_with_its_owner(
+        "devstack.redis.RedisServer", signum, lambda _root, port: ping(port)
     )
-    try:
-        assert owner.stdout is not None
-        root, port = owner.stdout.readline().split()
-        assert ping(int(port))
-        owner.send_signal(signum)
-        owner.wait(30)
-        assert _gone(Path(root), int(port))
-    finally:
-        owner.kill()
-        owner.wait()
-        if owner.stdout is not None:
-            owner.stdout.close()
