@@ -127,3 +127,54 @@ def test_start_sends_counters_gauges_and_timers_to_statsd(tmp_path: Path) -> Non
     [timer] = [line for line in received if line.startswith("airflow.airhook.delivery.attempt")]
     value, kind = timer.split(":", 1)[1].split("|")
     assert (float(value), kind) == (250.0, "ms")  # seconds given, milliseconds sent
+
+
+_HOOK_SNIPPET = """
+import json, os, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+answers = [500, 200]
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(answers.pop(0))
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+os.environ["AIRFLOW_CONN_METRICS_HOOK"] = json.dumps(
+    {"conn_type": "airhook_webhook", "host": f"http://127.0.0.1:{server.server_port}/hook"}
+)
+
+from airflow.sdk.observability import stats
+from airflow.sdk.observability.metrics import stats_utils
+
+# What the task runner does in a worker before a task runs.
+stats.initialize(factory=stats_utils.get_stats_factory(), export_legacy_names=False)
+
+from airhook.hooks.webhook import WebhookHook
+
+hook = WebhookHook("metrics_hook")
+first = hook.attempt("POST", None, {}, b"{}", message_id="msg_metrics_hook")
+second = hook.attempt("POST", None, {}, b"{}", message_id="msg_metrics_hook", attempts_made=1)
+assert (first.outcome.value, second.outcome.value) == ("retry", "delivered")
+server.shutdown()
+"""
+
+
+def test_webhook_hook_calls_count_their_outcome_and_time_in_a_task(tmp_path: Path) -> None:
+    received = statsd_lines(
+        _HOOK_SNIPPET,
+        tmp_path,
+        {"AIRFLOW__AIRHOOK__OUTBOUND_ALLOW_NETWORKS": "127.0.0.1/32"},
+    )
+    assert "airflow.airhook.webhook.retry:1|c" in received, received
+    assert "airflow.airhook.webhook.delivered:1|c" in received, received
+    timers = [line for line in received if line.startswith("airflow.airhook.webhook.attempt")]
+    assert len(timers) == 2, received
+    assert all(line.endswith("|ms") for line in timers)

@@ -100,6 +100,18 @@ METRICS: tuple[Metric, ...] = (
         "Duration of one outbound attempt, request to answer or failure.",
     ),
     Metric(
+        "airhook.webhook.{outcome}",
+        "counter",
+        "Calls made by `WebhookHook` / `WebhookOperator` (in tasks), per attempt: `delivered`, "
+        "`retry` (another attempt follows, if the task's policy has one left), `failed`, "
+        "`gone` (410).",
+    ),
+    Metric(
+        "airhook.webhook.attempt_seconds",
+        "timer",
+        "Duration of one `WebhookHook` call that got an answer.",
+    ),
+    Metric(
         "airhook.subscription.auto_disabled",
         "counter",
         "Subscriptions disabled after `[airhook] disable_after_failures` consecutive failures.",

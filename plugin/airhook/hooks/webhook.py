@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from airflow.sdk import BaseHook
 
+from airhook import metrics
 from airhook.core.delivery_rules import Outcome, RetryPolicy, classify, honoured_retry_after
 from airhook.core.errors import DeliveryError
 from airhook.core.redaction import REDACTED, excerpt, redact
@@ -401,6 +402,9 @@ class WebhookHook(BaseHook):
                     f"answered {result.status_code}{gone}",
                     retryable=outcome is Outcome.RETRY,
                 )
+        metrics.incr(f"airhook.webhook.{outcome.value}")
+        if result is not None:
+            metrics.timing("airhook.webhook.attempt_seconds", result.latency)
         next_delay = None
         if outcome is Outcome.RETRY:
             next_delay = retry_policy.next_delay(number, retry_after=retry_after)
