@@ -143,12 +143,13 @@ class ReceiverRuntime:
                 payload_max_bytes=config.get_int("payload_in_extra_max_bytes"),
             )
             dispatcher.start()
+        inbox = InboxRepository(store)
         writer = GroupCommitWriter(
-            InboxRepository(store), on_commit=dispatcher.wake if dispatcher else (lambda: None)
+            inbox, on_commit=dispatcher.wake if dispatcher else (lambda: None)
         )
         writer.start()
         backpressure = Backpressure(
-            InboxRepository(store).backlog,
+            inbox.backlog,
             writer.queued,
             backlog_bound=config.get_int("backpressure_backlog"),
             queue_bound=config.get_int("backpressure_writer_queue"),
